@@ -1,0 +1,47 @@
+"""The fidelity term L(Θ) of each task, and the metrics reported for it.
+
+Regression: ``L = Σ_i ‖N(Θ; x_i) − y_i‖²``; classification: ``L = Σ_i CE(N(Θ; x_i), y_i)``.
+``reduction="sum"`` gives the paper's scale; ``"mean"`` is the same divided by N.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["TASKS", "check_task", "fidelity", "metric", "METRIC_NAMES"]
+
+TASKS = ("regression", "classification")
+METRIC_NAMES = {"regression": "mse", "classification": "accuracy"}
+
+
+def check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"The 'task' parameter must be one of {list(TASKS)}. Got {task!r}.")
+    return task
+
+
+def fidelity(output: Tensor, target: Tensor, task: str, reduction: str = "sum") -> Tensor:
+    """Fidelity of ``output`` to ``target``, summed (default) or averaged over samples."""
+    if task == "regression":
+        sq = (output - target.view_as(output)).pow(2).sum()
+        return sq if reduction == "sum" else sq / output.shape[0]
+    if task == "classification":
+        return F.cross_entropy(output, target, reduction=reduction)
+    raise ValueError(f"The 'task' parameter must be one of {list(TASKS)}. Got {task!r}.")
+
+
+@torch.no_grad()
+def metric(model: torch.nn.Module, X: Tensor, y: Tensor, task: str,
+           batch_size: int = 8192) -> float:
+    """Mean squared error per sample (regression) or accuracy (classification)."""
+    total = 0.0
+    for start in range(0, X.shape[0], batch_size):
+        out = model(X[start:start + batch_size])
+        yb = y[start:start + batch_size]
+        if task == "regression":
+            total += float((out - yb.view_as(out)).pow(2).sum())
+        else:
+            total += float((out.argmax(dim=1) == yb).sum())
+    return total / X.shape[0]

@@ -1,0 +1,201 @@
+"""Training ℓ1-regularised models with a proximal optimizer, full batch or mini-batch.
+
+The loop back-propagates the *mean* fidelity over each batch, so the optimizers' ``l1`` is
+λ_k / N (DESIGN §1). Everything reported is on the summed scale: the history's objective is
+``L(Θ) + Σ_k λ_k ‖W_k‖₁`` with ``L`` summed over samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .losses import check_task, fidelity
+from .penalty import (
+    UNPENALISED_GROUP,
+    lambda_per_sample,
+    param_groups,
+    penalised_layers,
+    l1_norms,
+)
+from .prox import ProxAdam, ProxSGD
+from .sparsity import nnz_per_layer
+
+__all__ = [
+    "OPTIMIZERS",
+    "DivergenceError",
+    "EpochRecord",
+    "TrainResult",
+    "make_optimizer",
+    "optimizer_lambdas",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+class DivergenceError(FloatingPointError):
+    """The loss became NaN or infinite; the model was restored to its last finite weights."""
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    objective: float  # fidelity + penalty, summed scale
+    fidelity: float  # Σ of the batch losses seen during the epoch (exact L for full batch)
+    penalty: float  # Σ_k λ_k ‖W_k‖₁ at the end of the epoch
+    nnz: dict[str, int]
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochRecord] = field(default_factory=list)
+    stopped: str = "max_epochs"  # or "converged"
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+
+def make_optimizer(
+    model: nn.Module,
+    name: str = "sgd",
+    *,
+    lr: float,
+    lambdas: Mapping[str, float],
+    n_samples: int,
+    momentum: float = 0.0,
+) -> torch.optim.Optimizer:
+    """A proximal optimizer for ``model`` with λ_k (summed scale) turned into ``l1 = λ_k / N``.
+
+    Parameters
+    ----------
+    name : {"sgd", "adam"}
+        :class:`~l1sparse.prox.ProxSGD` or :class:`~l1sparse.prox.ProxAdam`.
+    lambdas : mapping from layer name to λ_k on the summed-loss scale.
+    n_samples : int
+        N, the number of training samples.
+    """
+    l1 = {k: lambda_per_sample(v, n_samples) for k, v in lambdas.items()}
+    groups = param_groups(model, l1)
+    if name == "sgd":
+        return ProxSGD(groups, lr=lr, momentum=momentum)
+    if name == "adam":
+        return ProxAdam(groups, lr=lr)
+    raise ValueError(f"The 'optimizer' parameter must be one of {list(OPTIMIZERS)}. Got {name!r}.")
+
+
+def optimizer_lambdas(optimizer: torch.optim.Optimizer, n_samples: int) -> dict[str, float]:
+    """λ_k on the summed scale read back from the optimizer's groups."""
+    return {g["name"]: g["l1"] * n_samples for g in optimizer.param_groups
+            if g.get("name", UNPENALISED_GROUP) != UNPENALISED_GROUP}
+
+
+def _batches(n: int, batch_size: int | None, generator: torch.Generator | None):
+    if batch_size is None or batch_size >= n:
+        yield None
+        return
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def train(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    optimizer: torch.optim.Optimizer,
+    *,
+    task: str,
+    epochs: int,
+    batch_size: int | None = None,
+    tol: float = 0.0,
+    generator: torch.Generator | None = None,
+    epoch_offset: int = 0,
+    callback: Callable[[EpochRecord], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``(X, y)`` with a proximal ``optimizer``.
+
+    Parameters
+    ----------
+    model : nn.Module
+    X, y : Tensor
+        Inputs and targets (float targets for regression, class indices for classification).
+    optimizer : torch.optim.Optimizer
+        Usually from :func:`make_optimizer`; λ_k are read from its groups (``l1 · N``).
+    task : {"regression", "classification"}
+    epochs : int
+        Maximum number of passes over the data.
+    batch_size : int, optional
+        ``None`` (default) for full-batch proximal gradient, the paper's algorithm.
+    tol : float, default 0
+        Stop when the objective's relative change over an epoch falls below ``tol``.
+    generator : torch.Generator, optional
+        Source of the mini-batch order.
+    epoch_offset : int
+        Added to the epoch numbers in the history (for runs continued in pieces).
+    callback : callable, optional
+        Called with every :class:`EpochRecord`.
+
+    Raises
+    ------
+    DivergenceError
+        If the loss becomes NaN or infinite. The weights are restored to those at the start of
+        that epoch, so no NaN is ever left in the model.
+    """
+    check_task(task)
+    if int(epochs) != epochs or epochs < 0:
+        raise ValueError(f"The 'epochs' parameter must be an integer >= 0. Got {epochs}.")
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise ValueError(f"The 'batch_size' parameter must be a positive integer. Got {batch_size}.")
+    n = X.shape[0]
+    lambdas = optimizer_lambdas(optimizer, n)
+    result = TrainResult()
+    previous = math.inf
+    for epoch in range(int(epochs)):
+        t0 = time.perf_counter()
+        snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.train()
+        seen = torch.zeros((), dtype=torch.float64)
+        for idx in _batches(n, batch_size, generator):
+            xb, yb = (X, y) if idx is None else (X[idx], y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss = fidelity(model(xb), yb, task, reduction="mean")
+            loss.backward()
+            optimizer.step()
+            seen += loss.detach().double() * xb.shape[0]
+        fid = float(seen)
+        if not math.isfinite(fid) or not _finite(model):
+            model.load_state_dict(snapshot)
+            raise DivergenceError(
+                f"The loss became {fid} in epoch {epoch_offset + epoch + 1}: training diverged. "
+                f"Try a smaller learning rate (lr={optimizer.param_groups[0]['lr']:g}). "
+                "The model keeps the weights from the start of that epoch."
+            )
+        norms = l1_norms(model)
+        pen = sum(lambdas.get(k, 0.0) * v for k, v in norms.items())
+        record = EpochRecord(epoch_offset + epoch + 1, fid + pen, fid, pen,
+                             nnz_per_layer(model), time.perf_counter() - t0)
+        result.history.append(record)
+        if callback is not None:
+            callback(record)
+        if tol > 0 and abs(previous - record.objective) <= tol * abs(record.objective):
+            result.stopped = "converged"
+            break
+        previous = record.objective
+    log.debug("trained %d epochs (%s)", result.epochs, result.stopped)
+    return result
+
+
+@torch.no_grad()
+def _finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())

@@ -1,0 +1,144 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from l1sparse.models import mlp
+from l1sparse.penalty import param_groups, resolve_lambdas
+from l1sparse.prox import ProxAdam, ProxSGD, soft_threshold
+
+finite = st.floats(-1e6, 1e6, allow_nan=False, width=64)
+vectors = arrays(np.float64, st.integers(1, 50), elements=finite)
+taus = st.floats(0, 1e3, allow_nan=False)
+
+
+@given(vectors, taus)
+def test_soft_threshold_zeroes_small_entries_and_shrinks_the_rest(z, tau):
+    zt = torch.from_numpy(z)
+    out = soft_threshold(zt, tau)
+    small = np.abs(z) <= tau
+    assert (out.numpy()[small] == 0).all()  # exact zeros
+    big = ~small
+    np.testing.assert_allclose(out.numpy()[big], z[big] - np.sign(z[big]) * tau, rtol=1e-12,
+                               atol=1e-9)
+    assert (np.sign(out.numpy()[big]) == np.sign(z[big])).all()
+
+
+@given(vectors, taus, st.data())
+def test_soft_threshold_is_non_expansive(z, tau, data):
+    u = data.draw(arrays(np.float64, z.shape, elements=finite))
+    a = soft_threshold(torch.from_numpy(z), tau)
+    b = soft_threshold(torch.from_numpy(u), tau)
+    assert float((a - b).norm()) <= float(np.linalg.norm(z - u)) * (1 + 1e-12) + 1e-9
+
+
+@settings(max_examples=30)
+@given(vectors, st.floats(0, 10))
+def test_soft_threshold_with_a_tensor_threshold_matches_scalar(z, tau):
+    zt = torch.from_numpy(z)
+    np.testing.assert_array_equal(soft_threshold(zt, torch.full_like(zt, tau)).numpy(),
+                                  soft_threshold(zt, tau).numpy())
+
+
+def test_soft_threshold_is_the_prox_of_the_l1_norm():
+    # prox_{τ|.|}(z) = argmin_w ½(w − z)² + τ|w|: check against a fine grid.
+    grid = torch.linspace(-5, 5, 200001, dtype=torch.float64)
+    for z, tau in [(2.0, 0.5), (-1.2, 2.0), (0.3, 0.3), (-4.0, 1.0)]:
+        best = grid[torch.argmin(0.5 * (grid - z) ** 2 + tau * grid.abs())]
+        assert float(soft_threshold(torch.tensor(z, dtype=torch.float64), tau)) == pytest.approx(
+            float(best), abs=1e-4)
+
+
+def _one_step(opt_cls, lambdas, **kw):
+    torch.manual_seed(0)
+    net = mlp(10, [20], 3, seed=0)
+    opt = opt_cls(param_groups(net, resolve_lambdas(net, layer_lam=lambdas)), **kw)
+    x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
+    for _ in range(5):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net, opt
+
+
+@pytest.mark.parametrize("opt_cls,kw", [(ProxSGD, {"lr": 0.1}), (ProxSGD, {"lr": 0.1, "momentum": 0.9}),
+                                        (ProxAdam, {"lr": 0.01})])
+def test_a_layer_with_a_huge_lambda_ends_all_zero_and_the_others_do_not(opt_cls, kw):
+    net, _ = _one_step(opt_cls, [1e6, 0.0], **kw)
+    assert torch.count_nonzero(net.fc1.weight) == 0  # exact zeros
+    assert torch.count_nonzero(net.fc2.weight) == net.fc2.weight.numel()
+    # biases are never thresholded
+    assert torch.count_nonzero(net.fc1.bias) == net.fc1.bias.numel()
+    assert torch.count_nonzero(net.fc2.bias) == net.fc2.bias.numel()
+
+
+@pytest.mark.parametrize("opt_cls,kw,lam", [(ProxSGD, {"lr": 0.5}, 0.05),
+                                            (ProxAdam, {"lr": 0.05}, 0.01)])
+def test_moderate_lambda_leaves_exact_zeros(opt_cls, kw, lam):
+    net, _ = _one_step(opt_cls, [lam, lam], **kw)
+    w = net.fc1.weight
+    assert 0 < torch.count_nonzero(w) < w.numel()
+    # the zeros are exact: a tiny threshold-free count agrees with a count below 1e-12
+    assert torch.count_nonzero(w) == int((w.abs() > 1e-12).sum())
+
+
+def test_prox_sgd_without_penalty_equals_torch_sgd():
+    torch.manual_seed(1)
+    a, b = mlp(5, [7], 2, seed=3), mlp(5, [7], 2, seed=3)
+    oa = ProxSGD(a.parameters(), lr=0.1, momentum=0.9)
+    ob = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(32, 5)
+    for _ in range(4):
+        for net, opt in ((a, oa), (b, ob)):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb)
+
+
+def test_prox_adam_without_penalty_equals_torch_adam():
+    a, b = mlp(5, [7], 2, seed=3), mlp(5, [7], 2, seed=3)
+    oa, ob = ProxAdam(a.parameters(), lr=0.01), torch.optim.Adam(b.parameters(), lr=0.01)
+    x = torch.randn(32, 5)
+    for _ in range(4):
+        for net, opt in ((a, oa), (b, ob)):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb)
+
+
+@pytest.mark.parametrize("opt_cls,kw", [(ProxSGD, {"lr": 0.1, "momentum": 0.9}),
+                                        (ProxAdam, {"lr": 0.01})])
+def test_state_dict_round_trip_continues_identically(opt_cls, kw):
+    net, opt = _one_step(opt_cls, [0.01, 0.02], **kw)
+    clone = mlp(10, [20], 3)
+    opt2 = opt_cls(param_groups(clone, resolve_lambdas(clone, 0.0)), **kw)
+    buffer = io.BytesIO()
+    torch.save({"model": net.state_dict(), "optim": opt.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer)
+    clone.load_state_dict(saved["model"])
+    opt2.load_state_dict(saved["optim"])
+    assert [g["l1"] for g in opt2.param_groups] == [g["l1"] for g in opt.param_groups]
+    x, y = torch.randn(8, 10), torch.randint(0, 3, (8,))
+    for m, o in ((net, opt), (clone, opt2)):
+        o.zero_grad()
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        o.step()
+    for pa, pb in zip(net.parameters(), clone.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kw,match", [({"lr": -1}, "'lr'"), ({"l1": -0.1}, "'l1'"),
+                                      ({"momentum": 1.5}, "'momentum'")])
+def test_bad_hyperparameters_are_rejected(kw, match):
+    net = mlp(3, [], 1)
+    with pytest.raises(ValueError, match=match):
+        ProxSGD(net.parameters(), **{"lr": 0.1, **kw})
