@@ -84,6 +84,7 @@ class LayerCharacterization:
     n_zero: int
     zero_ok: int  # zeros with γ_j ≤ (1 + tol)·λ
     max_violation: float  # relative to λ (absolute when λ = 0)
+    l1: float  # ‖W_k‖₁
     gamma: Tensor = field(repr=False)  # |∂L/∂w_j| of the layer, sorted decreasing
 
     @property
@@ -149,6 +150,7 @@ def _layer_report(name: str, w: Tensor, g: Tensor, lam: float, tol: float
     return LayerCharacterization(
         name=name, lam=lam, nnz=int(nonzero.sum()), nnz_ok=nz_ok,
         n_zero=int((~nonzero).sum()), zero_ok=zero_ok, max_violation=worst / scale,
+        l1=float(w.abs().sum()),
         gamma=gamma.sort(descending=True).values,
     )
 

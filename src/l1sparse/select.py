@@ -1,0 +1,648 @@
+"""Choosing λ (or every λ_k) so the trained network has a prescribed sparsity (DESIGN §4).
+
+The selector only talks to a :class:`Solver`: "train at these λ_k for so many epochs", "go back
+to the initial weights", "report nnz and the full-data gradient magnitudes". It does not know how
+training is done, and training does not know why λ changed.
+
+The update is the paper's: at a solution with ``l_t`` nonzeros and sorted gradient magnitudes
+``γ_(1) ≥ γ_(2) ≥ …`` (first-order conditions: the nonzeros have ``γ = λ``, the zeros
+``γ ≤ λ``),
+
+* too sparse (``l_t < l*``): lower λ to ``γ_(l*)``, strictly below the current λ, so that the
+  zero weights under most pressure enter;
+* too dense (``l_t > l*``): raise λ by stepping back up the sorted γ of the last too-sparse
+  solution by the accumulated overshoot (or by a factor when there is none).
+
+A bracket ``[λ_dense, λ_sparse]`` of the tightest known values is kept per scope (the whole
+network, or each layer); a proposal outside it is replaced by the geometric mean of its ends,
+so the loop cannot cycle. In ``warm`` mode (and for per-layer targets, where the layers are
+coupled) bracket ends expire after ``bracket_memory`` iterations, and each step is damped to a
+factor ``max_step``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from .characterize import Characterization, characterize, full_gradient
+from .penalty import layer_names, penalised_layers, set_group_l1, lambda_per_sample
+from .sparsity import nnz_per_layer
+from .train import DivergenceError, make_optimizer, train
+
+__all__ = [
+    "MODES",
+    "Target",
+    "make_target",
+    "OuterRecord",
+    "SelectionResult",
+    "Solver",
+    "TrainingSolver",
+    "select_lambda",
+    "fit_sparse",
+]
+
+log = logging.getLogger(__name__)
+
+MODES = ("warm", "retrain")
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A set of layers sharing one λ, with its target and tolerance in nonzero counts."""
+
+    layers: tuple[str, ...]
+    total: int
+    nnz: float
+    tol: float
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the user asked for, and the same in nonzero counts per scope.
+
+    ``kind`` is ``"nnz"`` or ``"zero_fraction"``; ``value`` a number (global) or a list (per
+    layer); ``tol`` is in the unit of ``kind``.
+    """
+
+    kind: str
+    value: float | tuple[float, ...]
+    tol: float
+    scopes: tuple[Scope, ...]
+
+    @property
+    def per_layer(self) -> bool:
+        return isinstance(self.value, tuple)
+
+    def echo(self) -> dict:
+        value = list(self.value) if self.per_layer else self.value
+        return {"kind": self.kind, "value": value, "tol": self.tol,
+                "per_layer": self.per_layer}
+
+    def attained(self, nnz: dict[str, int]) -> float | list[float]:
+        """The attained sparsity in the unit of the target."""
+        vals = []
+        for s in self.scopes:
+            count = sum(nnz[n] for n in s.layers)
+            vals.append(count if self.kind == "nnz" else 1.0 - count / s.total)
+        return vals if self.per_layer else vals[0]
+
+    def distance(self, nnz: dict[str, int]) -> list[float]:
+        """Per scope, by how many weights the attained nnz is off the target."""
+        return [abs(sum(nnz[n] for n in s.layers) - s.nnz) for s in self.scopes]
+
+    def met(self, nnz: dict[str, int]) -> bool:
+        return all(d <= s.tol + 1e-9 for d, s in zip(self.distance(nnz), self.scopes))
+
+
+def _fraction(value, what: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"The '{what}' parameter must be a number. Got {value!r}.") from None
+    if not (0.0 <= value < 1.0):
+        raise ValueError(f"The '{what}' parameter must be in [0, 1). Got {value}.")
+    return value
+
+
+def make_target(
+    model: nn.Module,
+    *,
+    nnz: int | None = None,
+    zero_fraction: float | None = None,
+    layer_nnz: Sequence[int] | None = None,
+    layer_zero_fraction: Sequence[float] | None = None,
+    tol: float | None = None,
+) -> Target:
+    """Build a :class:`Target` from exactly one of the four ways of stating it.
+
+    Parameters
+    ----------
+    nnz : int
+        Global number of nonzero weights (the paper's sparsity level), in ``[0, total]``.
+    zero_fraction : float
+        Global share of zero weights, in ``[0, 1)`` ("0.9" = 90 % zeros).
+    layer_nnz, layer_zero_fraction : sequence
+        One target per penalised layer.
+    tol : float, optional
+        In the unit of the target: a count for ``nnz``, a fraction for ``zero_fraction``.
+        Default: 0.005 for fractions, the matching count (0.5 % of the weights) for counts.
+
+    Raises
+    ------
+    ValueError
+        If not exactly one target is given, or a value or the tolerance is out of range, or a
+        per-layer list has the wrong length.
+    """
+    given = {k: v for k, v in dict(nnz=nnz, zero_fraction=zero_fraction, layer_nnz=layer_nnz,
+                                   layer_zero_fraction=layer_zero_fraction).items()
+             if v is not None}
+    if len(given) != 1:
+        raise ValueError("Give exactly one target: 'nnz', 'zero_fraction', 'layer_nnz' or "
+                         f"'layer_zero_fraction'. Got {sorted(given) or 'none'}.")
+    (name, value), = given.items()
+    layers = [(n, m.weight.numel()) for n, m in penalised_layers(model)]
+    total = sum(t for _, t in layers)
+    kind = "nnz" if name.endswith("nnz") else "zero_fraction"
+    if tol is None:
+        tol = 0.005 if kind == "zero_fraction" else float(round(0.005 * total))
+    tol = float(tol)
+    if not math.isfinite(tol) or tol < 0 or (kind == "zero_fraction" and tol >= 1):
+        bound = "[0, 1)" if kind == "zero_fraction" else ">= 0"
+        raise ValueError(f"The 'tol' parameter must be {bound}. Got {tol}.")
+
+    def count(v, what: str, cap: int) -> float:
+        if kind == "zero_fraction":
+            return (1.0 - _fraction(v, what)) * cap
+        try:
+            fv = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"The '{what}' parameter must be an integer. Got {v!r}.") from None
+        if fv != int(fv) or not 0 <= fv <= cap:
+            raise ValueError(f"The '{what}' parameter must be an integer in [0, {cap}]. Got {v!r}.")
+        return fv
+
+    if name.startswith("layer_"):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ValueError(f"The '{name}' parameter must be a list. Got {value!r}.")
+        if len(value) != len(layers):
+            raise ValueError(
+                f"The '{name}' parameter must have one value per penalised layer "
+                f"({len(layers)}: {[n for n, _ in layers]}). Got {len(value)} values.")
+        scopes = tuple(
+            Scope((n,), t, count(v, f"{name}[{i}]", t), tol if kind == "nnz" else tol * t)
+            for i, ((n, t), v) in enumerate(zip(layers, value)))
+        echo = tuple(float(v) for v in value)
+    else:
+        scopes = (Scope(tuple(n for n, _ in layers), total, count(value, name, total),
+                        tol if kind == "nnz" else tol * total),)
+        echo = float(value)
+    return Target(kind, echo, tol, scopes)
+
+
+# --------------------------------------------------------------------------- solver
+
+
+class Solver(Protocol):
+    """What the selector needs from training."""
+
+    def layer_names(self) -> list[str]: ...
+    def reset(self) -> None: ...
+    def solve(self, lambdas: dict[str, float], epochs: int) -> int: ...
+    def characterize(self, lambdas: dict[str, float]) -> Characterization: ...
+    def nnz(self) -> dict[str, int]: ...
+    def state(self) -> dict: ...
+    def load_state(self, state: dict) -> None: ...
+
+
+class TrainingSolver:
+    """Trains ``model`` on ``(X, y)`` with a proximal optimizer at the λ_k it is given.
+
+    ``reset`` restores the initial weights, a fresh optimizer and the same mini-batch order,
+    so retrain-mode iterations all start from the same point, as in the paper.
+
+    With ``schedule_epochs`` set, the learning rate follows a cosine from ``lr`` down to
+    ``lr · lr_final`` over that many epochs (counted from the last reset) and stays there: the
+    stochastic steps then settle, and so does the count of nonzeros.
+    """
+
+    def __init__(self, model: nn.Module, X: Tensor, y: Tensor, *, task: str,
+                 optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0,
+                 batch_size: int | None = 128, tol: float = 0.0, seed: int = 0,
+                 schedule_epochs: int | None = None, lr_final: float = 0.05,
+                 grad_batch_size: int = 8192) -> None:
+        self.model, self.X, self.y, self.task = model, X, y, task
+        self.optimizer_name, self.lr, self.momentum = optimizer, lr, momentum
+        self.batch_size, self.tol, self.seed = batch_size, tol, seed
+        self.grad_batch_size = grad_batch_size
+        self.schedule_epochs, self.lr_final = schedule_epochs, lr_final
+        self._initial = copy.deepcopy(model.state_dict())
+        self.reset()
+
+    def layer_names(self) -> list[str]:
+        return layer_names(self.model)
+
+    def reset(self) -> None:
+        self.model.load_state_dict(self._initial)
+        zeros = {n: 0.0 for n in layer_names(self.model)}
+        self.optimizer = make_optimizer(self.model, self.optimizer_name, lr=self.lr,
+                                        lambdas=zeros, n_samples=self.X.shape[0],
+                                        momentum=self.momentum)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.epochs_done = 0
+
+    def solve(self, lambdas: dict[str, float], epochs: int) -> int:
+        n = self.X.shape[0]
+        set_group_l1(self.optimizer, {k: lambda_per_sample(v, n) for k, v in lambdas.items()})
+        if self.schedule_epochs is None:
+            result = train(self.model, self.X, self.y, self.optimizer, task=self.task,
+                           epochs=epochs, batch_size=self.batch_size, tol=self.tol,
+                           generator=self.generator, epoch_offset=self.epochs_done)
+            self.epochs_done += result.epochs
+            return result.epochs
+        for _ in range(epochs):  # one epoch at a time, to set the scheduled learning rate
+            progress = min(1.0, self.epochs_done / self.schedule_epochs)
+            scale = self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr * scale
+            train(self.model, self.X, self.y, self.optimizer, task=self.task, epochs=1,
+                  batch_size=self.batch_size, generator=self.generator,
+                  epoch_offset=self.epochs_done)
+            self.epochs_done += 1
+        return epochs
+
+    def characterize(self, lambdas: dict[str, float]) -> Characterization:
+        self.model.eval()
+        return characterize(self.model, self.X, self.y, task=self.task, lambdas=lambdas,
+                            batch_size=self.grad_batch_size)
+
+    def nnz(self) -> dict[str, int]:
+        return nnz_per_layer(self.model)
+
+    def state(self) -> dict:
+        return {"model": copy.deepcopy(self.model.state_dict()),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "generator": self.generator.get_state(), "epochs_done": self.epochs_done}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.generator.set_state(state["generator"])
+        self.epochs_done = state["epochs_done"]
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class OuterRecord:
+    """One outer iteration of the selection."""
+
+    iteration: int
+    phase: str  # "search", "refine" or "final"
+    lambdas: dict[str, float]
+    nnz: dict[str, int]
+    nnz_total: int
+    attained: float | list[float]
+    met: bool
+    loss: float  # full-data summed fidelity at the end of the iteration
+    objective: float
+    max_violation: float
+    epochs: int
+    seconds: float
+
+    def as_row(self) -> dict:
+        row = {k: v for k, v in asdict(self).items() if k not in ("lambdas", "nnz", "attained")}
+        row["attained"] = self.attained
+        for name, lam in self.lambdas.items():
+            row[f"lambda_{name}"] = lam
+        for name, count in self.nnz.items():
+            row[f"nnz_{name}"] = count
+        return row
+
+
+@dataclass
+class SelectionResult:
+    lambdas: dict[str, float]
+    target: Target
+    converged: bool
+    distance: list[float]  # per scope, weights off the target at the returned model
+    nnz: dict[str, int]
+    history: list[OuterRecord] = field(default_factory=list)
+    epochs_total: int = 0
+    seconds: float = 0.0
+
+    @property
+    def outer_iterations(self) -> int:
+        return len(self.history)
+
+    @property
+    def lam(self) -> float | list[float]:
+        """λ on the summed scale: one number for a global target, a list per layer otherwise."""
+        values = list(self.lambdas.values())
+        if self.target.per_layer:
+            return values
+        return values[0]
+
+
+# --------------------------------------------------------------------------- the update
+
+
+@dataclass
+class _Bracket:
+    dense: tuple[float, int] | None = None  # (λ, iteration) known to give too many nonzeros
+    sparse: tuple[float, int] | None = None  # (λ, iteration) known to give too few
+    sparse_gamma: Tensor | None = None  # sorted γ of the last too-sparse solution
+    overshoot: float = 0.0
+
+    def expire(self, now: int, memory: int | None) -> None:
+        if memory is None:
+            return
+        if self.dense is not None and now - self.dense[1] > memory:
+            self.dense = None
+        if self.sparse is not None and now - self.sparse[1] > memory:
+            self.sparse = None
+            self.sparse_gamma = None
+            self.overshoot = 0.0
+
+
+def _propose(lam: float, count: int, scope: Scope, gamma: Tensor, br: _Bracket, it: int,
+             *, max_step: float | None, memory: int | None) -> float:
+    """Next λ for one scope from its nnz and sorted gradient magnitudes."""
+    br.expire(it, memory)
+    target = scope.nnz
+    k = max(1, min(int(round(target)), gamma.numel()))
+    if count < target:  # too sparse: lower λ
+        keep = memory is None and br.sparse is not None
+        br.sparse = (min(lam, br.sparse[0]) if keep else lam, it)
+        br.sparse_gamma, br.overshoot = gamma, 0.0
+        below = gamma[gamma < lam * (1 - 1e-9)]
+        if below.numel() == 0:
+            proposal = lam / 2
+        else:
+            proposal = min(_between(gamma, k), float(below[0]))
+            if proposal <= 0:
+                proposal = lam / 2
+    else:  # too dense: raise λ
+        keep = memory is None and br.dense is not None
+        br.dense = (max(lam, br.dense[0]) if keep else lam, it)
+        if br.sparse_gamma is not None:
+            br.overshoot += count - target
+            idx = int(round(target - br.overshoot))
+            proposal = _between(br.sparse_gamma, max(1, idx))
+            if proposal <= lam:
+                proposal = lam * 2
+        else:
+            proposal = lam * 2 if lam > 0 else float(gamma[0]) if gamma.numel() else 1.0
+    if max_step is not None and lam > 0:
+        proposal = min(max(proposal, lam / max_step), lam * max_step)
+    lo = br.dense[0] if br.dense else None
+    hi = br.sparse[0] if br.sparse else None
+    if lo is not None and hi is not None and lo < hi:
+        # stay clear of the ends, where a proposal can creep towards a knot without end
+        margin = (hi / lo) ** 0.05
+        if not (lo * margin < proposal < hi / margin):
+            proposal = math.sqrt(lo * hi)
+    elif lo is not None and hi is None and proposal <= lo:
+        proposal = lo * 2
+    elif hi is not None and lo is None and proposal >= hi:
+        proposal = hi / 2
+    return proposal
+
+
+def _between(gamma: Tensor, k: int) -> float:
+    """A λ between the k-th and (k+1)-th largest γ (geometric mean), 1-indexed.
+
+    By the first-order conditions, at such a λ the k weights under most pressure are nonzero and
+    the next one is not: a point inside the interval of support size k, not at its knot.
+    """
+    k = min(k, gamma.numel())
+    upper = float(gamma[k - 1])
+    lower = float(gamma[k]) if k < gamma.numel() else 0.0
+    return math.sqrt(upper * lower) if lower > 0 else upper / 2
+
+
+def _initial_lambdas(solver: Solver, target: Target) -> dict[str, float]:
+    """λ_0 per scope: the l*-th largest gradient magnitude at the initial weights."""
+    report = solver.characterize({n: 0.0 for n in solver.layer_names()})
+    lambdas = {}
+    for s in target.scopes:
+        gamma = torch.cat([report[n].gamma for n in s.layers]).sort(descending=True).values
+        k = max(1, int(round(s.nnz)))
+        lam0 = _between(gamma, k) if s.nnz < s.total else 0.0
+        if lam0 <= 0 and s.nnz < s.total:
+            lam0 = float(gamma[0]) if float(gamma[0]) > 0 else 1.0
+        for n in s.layers:
+            lambdas[n] = lam0
+    return lambdas
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def select_lambda(
+    solver: Solver,
+    target: Target,
+    *,
+    mode: str = "warm",
+    epochs: int = 20,
+    warm_chunk: int | None = None,
+    max_outer: int = 30,
+    lam_init: dict[str, float] | None = None,
+    max_step: float | None = None,
+    bracket_memory: int | None = None,
+    refine: int = 0,
+    callback: Callable[[OuterRecord], None] | None = None,
+) -> SelectionResult:
+    """Find λ (per scope) such that the trained model meets ``target``.
+
+    Parameters
+    ----------
+    solver : Solver
+        Trains at given λ_k (e.g. :class:`TrainingSolver`).
+    target : Target
+        From :func:`make_target`.
+    mode : {"warm", "retrain"}
+        ``retrain``: every outer iteration trains ``epochs`` from the same initial weights (the
+        paper's scheme). ``warm``: one continued run; λ is updated every ``warm_chunk`` epochs
+        and the run ends once at least ``epochs`` epochs are done and the target is met.
+    epochs : int
+        Length of one full training.
+    warm_chunk : int, optional
+        Epochs between λ updates in warm mode. Default ``max(1, epochs // 10)``.
+    max_outer : int
+        Limit on outer iterations (training pieces), refinement included.
+    lam_init : dict, optional
+        Starting λ_k (summed scale). Default: the l*-th largest gradient magnitude at the
+        initial weights.
+    max_step : float, optional
+        Largest factor by which λ may change in one iteration. Default 1.4 in warm mode, none
+        in retrain mode.
+    bracket_memory : int, optional
+        Iterations after which a bracket end expires. Default 4 in warm mode or for per-layer
+        targets, never otherwise.
+    refine : int, default 0
+        Retrain mode only: once the target is met, this many probes on each side locate the
+        ends of the λ interval giving the attained nnz, and the final λ is the geometric mean
+        of the extreme λ that met it — well inside the interval, not at a knot.
+    callback : callable, optional
+        Called with every :class:`OuterRecord`.
+
+    Returns
+    -------
+    SelectionResult
+        The solver's model is left at the returned solution: the one that met the target, or
+        the closest one when ``converged`` is false.
+    """
+    if mode not in MODES:
+        raise ValueError(f"The 'mode' parameter must be one of {list(MODES)}. Got {mode!r}.")
+    for what, v in (("epochs", epochs), ("max_outer", max_outer)):
+        if int(v) != v or v < 1:
+            raise ValueError(f"The '{what}' parameter must be a positive integer. Got {v}.")
+    warm = mode == "warm"
+    chunk = warm_chunk or max(1, epochs // 10)
+    if max_step is None and warm:
+        max_step = 1.4
+    if bracket_memory is None and (warm or target.per_layer):
+        bracket_memory = 4
+    t_start = time.perf_counter()
+    solver.reset()
+    lambdas = dict(lam_init) if lam_init is not None else _initial_lambdas(solver, target)
+    brackets = [_Bracket() for _ in target.scopes]
+    history: list[OuterRecord] = []
+    best: tuple[float, dict, dict, dict] | None = None  # (distance, lambdas, nnz, state)
+    hit: OuterRecord | None = None  # the search iteration that met the target
+    epochs_total = 0
+
+    def run(lams: dict[str, float], phase: str) -> tuple[OuterRecord, Characterization]:
+        nonlocal epochs_total, best
+        t0 = time.perf_counter()
+        if not warm:
+            solver.reset()
+        n_ep = epochs if not warm else chunk
+        done = solver.solve(lams, n_ep)
+        epochs_total += done
+        report = solver.characterize(lams)
+        nnz = solver.nnz()
+        met = target.met(nnz)
+        pen = sum(lams[layer.name] * layer.l1 for layer in report.layers)
+        record = OuterRecord(
+            iteration=len(history) + 1, phase=phase, lambdas=dict(lams), nnz=nnz,
+            nnz_total=sum(nnz.values()), attained=target.attained(nnz), met=met,
+            loss=report.loss, objective=report.loss + pen, max_violation=report.max_violation,
+            epochs=done, seconds=time.perf_counter() - t0)
+        history.append(record)
+        dist = sum(target.distance(nnz))
+        if best is None or dist <= best[0]:
+            best = (dist, dict(lams), nnz, solver.state())
+        if callback is not None:
+            callback(record)
+        log.info("outer %d (%s): lambda=%s nnz=%s met=%s", record.iteration, phase,
+                 _fmt(lams), nnz, met)
+        return record, report
+
+    # ---- search
+    while len(history) < max_outer:
+        record, report = run(lambdas, "search")
+        if record.met and (not warm or epochs_total >= epochs):
+            hit = record
+            best = (0.0, dict(lambdas), record.nnz, solver.state())
+            break
+        it = record.iteration
+        new = dict(lambdas)
+        for s, br in zip(target.scopes, brackets):
+            count = sum(record.nnz[n] for n in s.layers)
+            if abs(count - s.nnz) <= s.tol + 1e-9:
+                continue
+            gamma = torch.cat([report[n].gamma for n in s.layers]).sort(descending=True).values
+            lam = lambdas[s.layers[0]]
+            nxt = _propose(lam, count, s, gamma, br, it, max_step=max_step,
+                           memory=bracket_memory)
+            for n in s.layers:
+                new[n] = nxt
+        lambdas = new
+
+    # ---- refine (retrain mode, single scope): move λ inside the interval of the attained nnz
+    if hit is not None and refine > 0 and not warm and not target.per_layer:
+        lam_hit = _scalar(hit.lambdas)
+        br = brackets[0]
+        lo_end = br.dense[0] if br.dense else None
+        hi_end = br.sparse[0] if br.sparse else None
+        low_hit = high_hit = lam_hit
+        names = list(lambdas)
+        for side in ("low", "high"):
+            for _ in range(refine):
+                if len(history) >= max_outer:
+                    break
+                if side == "low":
+                    probe = math.sqrt(lo_end * low_hit) if lo_end else low_hit / 2
+                else:
+                    probe = math.sqrt(hi_end * high_hit) if hi_end else high_hit * 2
+                rec, _ = run({n: probe for n in names}, "refine")
+                if rec.met:
+                    if side == "low":
+                        low_hit = probe
+                    else:
+                        high_hit = probe
+                elif side == "low":
+                    lo_end = probe
+                else:
+                    hi_end = probe
+        final = math.sqrt(low_hit * high_hit)
+        if final != lam_hit:
+            rec, _ = run({n: final for n in names}, "final")
+            if rec.met:
+                best = (0.0, dict(rec.lambdas), rec.nnz, solver.state())
+
+    dist, lambdas, nnz, state = best  # type: ignore[misc]
+    solver.load_state(state)
+    converged = target.met(nnz)
+    return SelectionResult(
+        lambdas=lambdas, target=target, converged=converged, distance=target.distance(nnz),
+        nnz=nnz, history=history, epochs_total=epochs_total,
+        seconds=time.perf_counter() - t_start)
+
+
+def _scalar(lambdas: dict[str, float]) -> float:
+    return next(iter(lambdas.values()))
+
+
+def _fmt(lambdas: dict[str, float]) -> str:
+    return ",".join(f"{v:.4g}" for v in lambdas.values())
+
+
+def fit_sparse(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    *,
+    task: str,
+    target: Target | None = None,
+    zero_fraction: float | None = None,
+    nnz: int | None = None,
+    layer_zero_fraction: Sequence[float] | None = None,
+    layer_nnz: Sequence[int] | None = None,
+    tol: float | None = None,
+    mode: str = "warm",
+    epochs: int = 20,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    momentum: float = 0.0,
+    batch_size: int | None = 128,
+    seed: int = 0,
+    **select_kwargs,
+) -> SelectionResult:
+    """Train ``model`` in place so that it meets a sparsity target; return the selection.
+
+    The convenience entry point: builds a :class:`Target` (unless given) and a
+    :class:`TrainingSolver`, then runs :func:`select_lambda`.
+
+    Examples
+    --------
+    >>> from l1sparse import mlp
+    >>> g = torch.Generator().manual_seed(0)
+    >>> X = torch.randn(256, 10, generator=g); y = (X[:, 0] > 0).long()
+    >>> net = mlp(10, [32], 2, seed=0)
+    >>> res = fit_sparse(net, X, y, task="classification", zero_fraction=0.8, tol=0.02,
+    ...                  epochs=10, lr=1e-2, batch_size=64)
+    >>> res.converged
+    True
+    """
+    if target is None:
+        target = make_target(model, nnz=nnz, zero_fraction=zero_fraction, layer_nnz=layer_nnz,
+                             layer_zero_fraction=layer_zero_fraction, tol=tol)
+    solver = TrainingSolver(model, X, y, task=task, optimizer=optimizer, lr=lr,
+                            momentum=momentum, batch_size=batch_size, seed=seed,
+                            schedule_epochs=epochs if batch_size is not None else None)
+    return select_lambda(solver, target, mode=mode, epochs=epochs, **select_kwargs)

@@ -1,0 +1,137 @@
+"""The command line: the `fit` contract other programs rely on, and `train`."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from l1sparse.cli import main
+
+RESULT_KEYS = {"lambda", "lambda_per_sample", "target", "nnz", "total", "zero_fraction",
+               "layers", "converged", "outer_iterations", "epochs_total", "train_metric",
+               "test_metric", "seconds", "resumed_from_iteration"}
+
+
+@pytest.fixture(scope="module")
+def cls_file(tmp_path_factory):
+    g = np.random.default_rng(0)
+    X = g.standard_normal((1200, 20)).astype(np.float32)
+    y = (X @ g.standard_normal((20, 4)) + 0.3 * g.standard_normal((1200, 4))).argmax(1)
+    path = tmp_path_factory.mktemp("data") / "cls.npz"
+    np.savez(path, X_train=X[:1000], y_train=y[:1000], X_test=X[1000:], y_test=y[1000:])
+    return path
+
+
+@pytest.fixture(scope="module")
+def linear_csv(tmp_path_factory):
+    g = np.random.default_rng(1)
+    X = g.standard_normal((150, 10))
+    y = X[:, :4] @ np.array([2.0, -1.5, 1.0, 0.5]) + 0.3 * g.standard_normal(150)
+    path = tmp_path_factory.mktemp("data") / "lin.csv"
+    header = ",".join([f"x{i}" for i in range(10)] + ["y"])
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", header=header, comments="")
+    return path
+
+
+def test_fit_writes_the_result_contract(cls_file, tmp_path):
+    out = tmp_path / "run"
+    code = main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "64,32",
+                 "--target-sparsity", "0.9", "--lr", "3e-3", "--batch-size", "64",
+                 "--quiet", "--out", str(out)])
+    result = json.loads((out / "result.json").read_text())
+    assert code == 0 and result["converged"] is True
+    assert RESULT_KEYS <= set(result)
+    assert abs(result["zero_fraction"] - 0.9) <= 0.005
+    assert result["nnz"] == sum(layer["nnz"] for layer in result["layers"])
+    assert [layer["name"] for layer in result["layers"]] == ["fc1", "fc2", "fc3"]
+    assert result["layers"][0]["shape"] == [64, 20]
+    assert result["lambda_per_sample"] == pytest.approx(result["lambda"] / 1000)
+    assert result["target"]["value"] == 0.9 and result["target"]["kind"] == "zero_fraction"
+    assert 0.5 < result["test_metric"] <= 1.0  # accuracy; chance is 0.25
+    assert result["epochs_total"] >= 20 and result["seconds"] > 0
+    history = (out / "history.csv").read_text().splitlines()
+    assert len(history) == result["outer_iterations"] + 1
+    assert (out / "model.safetensors").stat().st_size > 0
+
+
+def test_fit_linear_model_from_csv_hits_an_exact_count(linear_csv, tmp_path):
+    out = tmp_path / "lin"
+    code = main(["fit", "--data", str(linear_csv), "--task", "regression", "--hidden", "",
+                 "--target-nnz", "3", "--tol", "0", "--mode", "retrain", "--quiet",
+                 "--out", str(out)])
+    result = json.loads((out / "result.json").read_text())
+    assert code == 0 and result["nnz"] == 3 and result["total"] == 10
+    assert result["test_metric"] is None  # a CSV has no test split
+    assert isinstance(result["lambda"], float)
+
+
+def test_fit_per_layer_targets_report_lists(cls_file, tmp_path):
+    out = tmp_path / "layers"
+    code = main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "64,32",
+                 "--layer-sparsity", "0.9,0.8,0.5", "--tol", "0.03", "--lr", "3e-3",
+                 "--batch-size", "64", "--quiet", "--out", str(out)])
+    result = json.loads((out / "result.json").read_text())
+    assert isinstance(result["lambda"], list) and len(result["lambda"]) == 3
+    assert code == (0 if result["converged"] else 3)
+    if result["converged"]:
+        for layer, target in zip(result["layers"], [0.9, 0.8, 0.5]):
+            assert abs(layer["zero_fraction"] - target) <= 0.03
+
+
+def test_fit_exit_3_when_not_met_and_results_still_written(cls_file, tmp_path):
+    out = tmp_path / "short"
+    code = main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "64",
+                 "--target-nnz", "37", "--tol", "0", "--max-outer", "1", "--epochs", "1",
+                 "--quiet", "--out", str(out)])
+    result = json.loads((out / "result.json").read_text())
+    assert code == 3 and result["converged"] is False
+    assert result["distance_nnz"][0] > 0
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--target-sparsity", "1.5"], "'zero_fraction' parameter must be in [0, 1). Got 1.5"),
+    (["--layer-sparsity", "0.9,0.9"], "one value per penalised layer"),
+    (["--target-nnz", "99999999"], "'nnz' parameter must be an integer"),
+    ([], "exactly one of"),
+])
+def test_fit_bad_targets_exit_2_with_one_line(cls_file, tmp_path, capsys, argv, fragment):
+    code = main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "8,8",
+                 "--out", str(tmp_path / "bad"), *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_fit_missing_file_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "l1sparse", "fit", "--data", str(tmp_path / "nope.npz"),
+         "--task", "regression", "--target-sparsity", "0.5", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "nope.npz" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_train_on_builtin_regression_prints_sparsity_and_conditions(capsys):
+    code = main(["train", "--task", "regression", "--lam", "5", "--epochs", "5"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "fc1" in out and "zero frac" in out and "first-order conditions" in out
+    assert "test mse" in out
+
+
+def test_train_per_layer_lambda_by_name(capsys):
+    code = main(["train", "--task", "regression", "--layer-lam", "fc1=0,fc2=1e9,fc3=0",
+                 "--epochs", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    fc2 = next(line for line in out.splitlines() if line.startswith("fc2"))
+    assert fc2.split()[2] == "0"  # nnz of fc2 under a huge λ_2
+
+
+def test_version_and_help():
+    proc = subprocess.run([sys.executable, "-m", "l1sparse", "--version"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("l1sparse ")
