@@ -13,6 +13,7 @@ from .penalty import (
     set_group_l1,
 )
 from .prox import ProxAdam, ProxSGD, soft_threshold
+from .select import SelectionResult, Target, TrainingSolver, fit_sparse, make_target, select_lambda
 from .sparsity import SparsityReport, sparsity
 from .train import DivergenceError, TrainResult, make_optimizer, train
 
@@ -24,10 +25,14 @@ __all__ = [
     "MLP",
     "ProxAdam",
     "ProxSGD",
+    "SelectionResult",
     "SparsityReport",
+    "Target",
     "TrainResult",
+    "TrainingSolver",
     "build_model",
     "characterize",
+    "fit_sparse",
     "full_gradient",
     "lambda_max",
     "lambda_per_sample",
@@ -35,11 +40,13 @@ __all__ = [
     "lasso_lambda_max",
     "layer_names",
     "make_optimizer",
+    "make_target",
     "map_lambda",
     "mlp",
     "param_groups",
     "penalised_layers",
     "resolve_lambdas",
+    "select_lambda",
     "set_group_l1",
     "soft_threshold",
     "sparsity",
