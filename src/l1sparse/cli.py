@@ -94,6 +94,7 @@ def _batch(text: str) -> int | None | str:
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _umask_permissions(tmp)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, path)
@@ -101,6 +102,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask_permissions(path: str) -> None:
+    """mkstemp makes 0600 files; give the final file the permissions of an ordinary one."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def _prepare_out(out: str) -> Path:
@@ -234,36 +242,52 @@ def _target(args, model):
     return make_target(model, layer_zero_fraction=args.layer_sparsity, tol=args.tol)
 
 
-def cmd_fit(args) -> int:
+CHECKPOINT = "checkpoint.pt"
+_FINGERPRINT_KEYS = ("data", "task", "hidden", "activation", "target_sparsity", "target_nnz",
+                     "layer_sparsity", "tol", "epochs", "batch_size", "lr", "optimizer",
+                     "momentum", "mode", "seed", "max_outer")
+
+
+def _fingerprint(args) -> dict:
+    return {k: getattr(args, k) for k in _FINGERPRINT_KEYS}
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        _umask_permissions(tmp)
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_checkpoint(path: Path, args):
+    try:
+        # our own file, holding the selector's dataclasses: not weights-only
+        payload = torch.load(path, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same problem
+        raise UsageError(f"cannot read the checkpoint {path}: {exc}") from None
+    saved = payload.get("fingerprint", {})
+    now = _fingerprint(args)
+    differ = [k for k in _FINGERPRINT_KEYS if saved.get(k) != now[k]]
+    if differ:
+        raise UsageError(f"the checkpoint {path} belongs to a run with other settings "
+                         f"(differs in: {', '.join('--' + k.replace('_', '-') for k in differ)}); "
+                         "repeat that run's flags, or drop --resume to start afresh")
+    return payload
+
+
+def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_from,
+                       interrupted: bool = False) -> dict:
     from .export import save_model
     from .losses import METRIC_NAMES
     from .penalty import lambda_per_sample
-    from .select import TrainingSolver, select_lambda
     from .sparsity import sparsity
 
-    out = _prepare_out(args.out)
-    data = _load_data(args)
-    model = _build(args, data)
-    target = _target(args, model)
-    _linear_defaults(args, data, model)
-    solver = TrainingSolver(
-        model, data.X_train, data.y_train, task=data.task, optimizer=args.optimizer,
-        lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, seed=args.seed,
-        tol=1e-12 if args.batch_size is None else 0.0,
-        schedule_epochs=args.epochs if args.batch_size is not None else None)
-    refine = 3 if (args.convex and args.mode == "retrain" and not target.per_layer) else 0
-    if not args.quiet:
-        print(f"fit: {data.name}, {data.n_train} samples, hidden={args.hidden or 'none'}, "
-              f"target {target.echo()}, mode {args.mode}", file=sys.stderr)
-
-    def progress(record):
-        if not args.quiet:
-            lam = ",".join(f"{v:.4g}" for v in record.lambdas.values())
-            print(f"  outer {record.iteration:>3} {record.phase:<6} lambda={lam} "
-                  f"nnz={record.nnz_total} met={record.met}", file=sys.stderr)
-
-    result = select_lambda(solver, target, mode=args.mode, epochs=args.epochs,
-                           max_outer=args.max_outer, refine=refine, callback=progress)
     train_m, test_m = _metrics(model, data)
     report = sparsity(model)
     n = data.n_train
@@ -288,14 +312,10 @@ def cmd_fit(args) -> int:
         "test_metric": test_m,
         "seconds": result.seconds,
         "mode": args.mode,
-        "resumed_from_iteration": None,
+        "resumed_from_iteration": resumed_from,
+        "interrupted": interrupted,
         "world_size": 1,
-        "settings": {
-            "data": args.data, "hidden": args.hidden, "activation": args.activation,
-            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-            "optimizer": args.optimizer, "momentum": args.momentum, "seed": args.seed,
-            "max_outer": args.max_outer, "n_train": n,
-        },
+        "settings": {**_fingerprint(args), "n_train": n},
         "version": __version__,
     }
     _atomic_write_text(out / "result.json", json.dumps(summary, indent=2) + "\n")
@@ -303,12 +323,78 @@ def cmd_fit(args) -> int:
     save_model(model, out / "model.safetensors", format="dense",
                metadata={"lambda": lam, "target": target.echo(), "task": data.task,
                          "n_train": n})
+    return summary
+
+
+def cmd_fit(args) -> int:
+    from .select import SelectionResult, TrainingSolver, select_lambda
+
+    data = _load_data(args)
+    model = _build(args, data)
+    target = _target(args, model)
+    out = _prepare_out(args.out)
+    _linear_defaults(args, data, model)
+    ckpt_path = out / CHECKPOINT
+    resume = None
+    resumed_from = None
+    if args.resume and ckpt_path.exists():
+        payload = _load_checkpoint(ckpt_path, args)
+        resume = (payload["state"], payload["solver"])
+        resumed_from = len(payload["state"].history)
+        if not args.quiet:
+            print(f"resuming from {ckpt_path} after outer iteration {resumed_from}",
+                  file=sys.stderr)
+    elif args.resume and not args.quiet:
+        print(f"no checkpoint in {out}: starting afresh", file=sys.stderr)
+    solver = TrainingSolver(
+        model, data.X_train, data.y_train, task=data.task, optimizer=args.optimizer,
+        lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, seed=args.seed,
+        tol=1e-12 if args.batch_size is None else 0.0,
+        schedule_epochs=args.epochs if args.batch_size is not None else None)
+    refine = 3 if (args.convex and args.mode == "retrain" and not target.per_layer) else 0
+    if not args.quiet:
+        print(f"fit: {data.name}, {data.n_train} samples, hidden={args.hidden or 'none'}, "
+              f"target {target.echo()}, mode {args.mode}", file=sys.stderr)
+    latest: dict = {}
+
+    def progress(record):
+        if not args.quiet:
+            lam = ",".join(f"{v:.4g}" for v in record.lambdas.values())
+            print(f"  outer {record.iteration:>3} {record.phase:<6} lambda={lam} "
+                  f"nnz={record.nnz_total} met={record.met}", file=sys.stderr)
+
+    def checkpoint(state, solver_state):
+        latest["state"] = state
+        _save_checkpoint(ckpt_path, {"format": 1, "fingerprint": _fingerprint(args),
+                                     "state": state, "solver": solver_state})
+        _write_history(out / "history.csv", [r.as_row() for r in state.history])
+
+    try:
+        result = select_lambda(solver, target, mode=args.mode, epochs=args.epochs,
+                               max_outer=args.max_outer, refine=refine, callback=progress,
+                               checkpoint=checkpoint, resume=resume)
+    except KeyboardInterrupt:
+        state = latest.get("state") or (resume[0] if resume else None)
+        if state is not None and state.best is not None:
+            solver.load_state(state.best[3])
+            _write_fit_results(out, args, data, model, target,
+                               SelectionResult.from_state(state, target),
+                               resumed_from=resumed_from, interrupted=True)
+            print(f"l1sparse: interrupted; partial results in {out} "
+                  f"(continue with --resume)", file=sys.stderr)
+        else:
+            print("l1sparse: interrupted before the first outer iteration finished",
+                  file=sys.stderr)
+        return EXIT_INTERRUPTED
+    summary = _write_fit_results(out, args, data, model, target, result,
+                                 resumed_from=resumed_from)
     if not args.quiet:
         met = "met" if result.converged else f"NOT met (off by {result.distance} weights)"
-        print(f"target {met}: lambda={lam}, nnz {report.nnz}/{report.total} "
-              f"({report.zero_fraction:.4f} zeros), {result.outer_iterations} outer iterations, "
-              f"{result.epochs_total} epochs, {result.seconds:.1f}s; "
-              f"train {summary['metric']} {train_m:.4g}"
+        test_m = summary["test_metric"]
+        print(f"target {met}: lambda={result.lam}, nnz {summary['nnz']}/{summary['total']} "
+              f"({summary['zero_fraction']:.4f} zeros), {result.outer_iterations} outer "
+              f"iterations, {result.epochs_total} epochs, {result.seconds:.1f}s; "
+              f"train {summary['metric']} {summary['train_metric']:.4g}"
               + (f", test {test_m:.4g}" if test_m is not None else "")
               + f"; results in {out}", file=sys.stderr)
     return EXIT_OK if result.converged else EXIT_NOT_MET
@@ -349,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"l1sparse {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the library's steps")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="PyTorch intra-op threads (default: $L1SPARSE_THREADS, else 1; "
+                             "small layers run slower, not faster, on several threads)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train at a given lambda and characterise the result",
@@ -381,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["warm", "retrain"], default="warm")
     p.add_argument("--max-outer", type=int, default=40)
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from DIR/checkpoint.pt (written after every outer iteration)")
     p.set_defaults(func=cmd_fit)
     return parser
 
@@ -389,7 +480,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(int(os.environ.get("L1SPARSE_THREADS", torch.get_num_threads())))
+    threads = args.threads or int(os.environ.get("L1SPARSE_THREADS", "1"))
+    if threads < 1:
+        print(f"l1sparse: error: --threads must be >= 1; got {threads}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    torch.set_num_threads(threads)
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -398,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"l1sparse: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, FloatingPointError) as exc:
         print(f"l1sparse: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

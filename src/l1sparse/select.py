@@ -44,6 +44,7 @@ __all__ = [
     "make_target",
     "OuterRecord",
     "SelectionResult",
+    "SelectionState",
     "Solver",
     "TrainingSolver",
     "select_lambda",
@@ -323,6 +324,14 @@ class SelectionResult:
     epochs_total: int = 0
     seconds: float = 0.0
 
+    @classmethod
+    def from_state(cls, state: "SelectionState", target: Target) -> "SelectionResult":
+        """The result as it stands in ``state``: the best model so far."""
+        _, lambdas, nnz, _ = state.best
+        return cls(lambdas=lambdas, target=target, converged=target.met(nnz),
+                   distance=target.distance(nnz), nnz=nnz, history=list(state.history),
+                   epochs_total=state.epochs_total, seconds=state.seconds)
+
     @property
     def outer_iterations(self) -> int:
         return len(self.history)
@@ -431,6 +440,52 @@ def _initial_lambdas(solver: Solver, target: Target) -> dict[str, float]:
 # --------------------------------------------------------------------------- the loop
 
 
+@dataclass
+class SelectionState:
+    """Everything the outer loop knows between iterations; saved in checkpoints.
+
+    Together with the solver's own state it is enough to continue an interrupted selection
+    exactly where it stopped.
+    """
+
+    lambdas: dict[str, float]  # λ_k of the next search iteration
+    brackets: list[_Bracket]
+    history: list[OuterRecord] = field(default_factory=list)
+    best: tuple | None = None  # (distance, lambdas, nnz, solver state) of the returned model
+    hit: OuterRecord | None = None  # the search iteration that met the target
+    epochs_total: int = 0
+    seconds: float = 0.0  # wall time of the iterations done so far
+    # refinement (retrain mode): probes towards each end of the interval meeting the target
+    side: str = "low"
+    probes: int = 0
+    lo_end: float | None = None
+    hi_end: float | None = None
+    low_hit: float | None = None
+    high_hit: float | None = None
+    finished: bool = False
+
+
+def _record_best(state: SelectionState, target: Target, record: OuterRecord,
+                 solver: Solver, force: bool = False) -> None:
+    dist = sum(target.distance(record.nnz))
+    if force or state.best is None or dist <= state.best[0]:
+        state.best = (dist, dict(record.lambdas), record.nnz, solver.state())
+
+
+def _next_refine_probe(state: SelectionState, refine: int) -> float | None:
+    """λ of the next refinement probe, or None when both sides are done."""
+    while state.side in ("low", "high"):
+        if state.probes < refine:
+            if state.side == "low":
+                return (math.sqrt(state.lo_end * state.low_hit) if state.lo_end
+                        else state.low_hit / 2)
+            return (math.sqrt(state.hi_end * state.high_hit) if state.hi_end
+                    else state.high_hit * 2)
+        state.side = "high" if state.side == "low" else "final"
+        state.probes = 0
+    return None
+
+
 def select_lambda(
     solver: Solver,
     target: Target,
@@ -444,6 +499,8 @@ def select_lambda(
     bracket_memory: int | None = None,
     refine: int = 0,
     callback: Callable[[OuterRecord], None] | None = None,
+    checkpoint: Callable[[SelectionState, dict], None] | None = None,
+    resume: tuple[SelectionState, dict] | None = None,
 ) -> SelectionResult:
     """Find λ (per scope) such that the trained model meets ``target``.
 
@@ -462,10 +519,10 @@ def select_lambda(
     warm_chunk : int, optional
         Epochs between λ updates in warm mode. Default ``max(1, epochs // 10)``.
     max_outer : int
-        Limit on outer iterations (training pieces), refinement included.
+        Limit on search iterations (refinement probes come on top, at most ``2·refine + 1``).
     lam_init : dict, optional
-        Starting λ_k (summed scale). Default: the l*-th largest gradient magnitude at the
-        initial weights.
+        Starting λ_k (summed scale). Default: a λ between the l*-th and (l*+1)-th largest
+        gradient magnitudes at the initial weights.
     max_step : float, optional
         Largest factor by which λ may change in one iteration. Default 1.4 in warm mode, none
         in retrain mode.
@@ -474,10 +531,16 @@ def select_lambda(
         targets, never otherwise.
     refine : int, default 0
         Retrain mode only: once the target is met, this many probes on each side locate the
-        ends of the λ interval giving the attained nnz, and the final λ is the geometric mean
-        of the extreme λ that met it — well inside the interval, not at a knot.
+        ends of the λ interval meeting it, and the final λ is the geometric mean of the
+        extreme λ that met it — well inside the interval, not at a knot.
     callback : callable, optional
         Called with every :class:`OuterRecord`.
+    checkpoint : callable, optional
+        Called after every outer iteration with the :class:`SelectionState` and the solver's
+        state: what a resumed run needs.
+    resume : (SelectionState, dict), optional
+        A state and solver state saved by ``checkpoint``: the selection continues from there
+        and reaches the same result as an uninterrupted run.
 
     Returns
     -------
@@ -496,102 +559,101 @@ def select_lambda(
         max_step = 1.4
     if bracket_memory is None and (warm or target.per_layer):
         bracket_memory = 4
+    refine = refine if (not warm and not target.per_layer) else 0
+
     t_start = time.perf_counter()
-    solver.reset()
-    lambdas = dict(lam_init) if lam_init is not None else _initial_lambdas(solver, target)
-    brackets = [_Bracket() for _ in target.scopes]
-    history: list[OuterRecord] = []
-    best: tuple[float, dict, dict, dict] | None = None  # (distance, lambdas, nnz, state)
-    hit: OuterRecord | None = None  # the search iteration that met the target
-    epochs_total = 0
+    if resume is not None:
+        state, solver_state = resume
+        solver.load_state(solver_state)
+    else:
+        solver.reset()
+        lambdas = dict(lam_init) if lam_init is not None else _initial_lambdas(solver, target)
+        state = SelectionState(lambdas=lambdas, brackets=[_Bracket() for _ in target.scopes])
+    seconds_before = state.seconds
 
     def run(lams: dict[str, float], phase: str) -> tuple[OuterRecord, Characterization]:
-        nonlocal epochs_total, best
         t0 = time.perf_counter()
         if not warm:
             solver.reset()
-        n_ep = epochs if not warm else chunk
-        done = solver.solve(lams, n_ep)
-        epochs_total += done
+        done = solver.solve(lams, chunk if warm else epochs)
+        state.epochs_total += done
         report = solver.characterize(lams)
         nnz = solver.nnz()
-        met = target.met(nnz)
         pen = sum(lams[layer.name] * layer.l1 for layer in report.layers)
         record = OuterRecord(
-            iteration=len(history) + 1, phase=phase, lambdas=dict(lams), nnz=nnz,
-            nnz_total=sum(nnz.values()), attained=target.attained(nnz), met=met,
+            iteration=len(state.history) + 1, phase=phase, lambdas=dict(lams), nnz=nnz,
+            nnz_total=sum(nnz.values()), attained=target.attained(nnz), met=target.met(nnz),
             loss=report.loss, objective=report.loss + pen, max_violation=report.max_violation,
             epochs=done, seconds=time.perf_counter() - t0)
-        history.append(record)
-        dist = sum(target.distance(nnz))
-        if best is None or dist <= best[0]:
-            best = (dist, dict(lams), nnz, solver.state())
+        state.history.append(record)
         if callback is not None:
             callback(record)
         log.info("outer %d (%s): lambda=%s nnz=%s met=%s", record.iteration, phase,
-                 _fmt(lams), nnz, met)
+                 _fmt(lams), nnz, record.met)
         return record, report
 
-    # ---- search
-    while len(history) < max_outer:
-        record, report = run(lambdas, "search")
-        if record.met and (not warm or epochs_total >= epochs):
-            hit = record
-            best = (0.0, dict(lambdas), record.nnz, solver.state())
-            break
-        it = record.iteration
-        new = dict(lambdas)
-        for s, br in zip(target.scopes, brackets):
-            count = sum(record.nnz[n] for n in s.layers)
-            if abs(count - s.nnz) <= s.tol + 1e-9:
-                continue
-            gamma = torch.cat([report[n].gamma for n in s.layers]).sort(descending=True).values
-            lam = lambdas[s.layers[0]]
-            nxt = _propose(lam, count, s, gamma, br, it, max_step=max_step,
-                           memory=bracket_memory)
-            for n in s.layers:
-                new[n] = nxt
-        lambdas = new
-
-    # ---- refine (retrain mode, single scope): move λ inside the interval of the attained nnz
-    if hit is not None and refine > 0 and not warm and not target.per_layer:
-        lam_hit = _scalar(hit.lambdas)
-        br = brackets[0]
-        lo_end = br.dense[0] if br.dense else None
-        hi_end = br.sparse[0] if br.sparse else None
-        low_hit = high_hit = lam_hit
-        names = list(lambdas)
-        for side in ("low", "high"):
-            for _ in range(refine):
-                if len(history) >= max_outer:
-                    break
-                if side == "low":
-                    probe = math.sqrt(lo_end * low_hit) if lo_end else low_hit / 2
-                else:
-                    probe = math.sqrt(hi_end * high_hit) if hi_end else high_hit * 2
-                rec, _ = run({n: probe for n in names}, "refine")
-                if rec.met:
-                    if side == "low":
-                        low_hit = probe
+    while not state.finished:
+        if state.hit is None:  # ---- search
+            record, report = run(state.lambdas, "search")
+            _record_best(state, target, record, solver)
+            if record.met and (not warm or state.epochs_total >= epochs):
+                state.hit = record
+                _record_best(state, target, record, solver, force=True)
+                lam_hit = _scalar(record.lambdas)
+                br = state.brackets[0]
+                state.lo_end = br.dense[0] if br.dense else None
+                state.hi_end = br.sparse[0] if br.sparse else None
+                state.low_hit = state.high_hit = lam_hit
+                state.finished = refine == 0
+            elif len(state.history) >= max_outer:
+                state.finished = True
+            else:
+                state.lambdas = _update(state, target, record, report, max_step=max_step,
+                                        memory=bracket_memory)
+        else:  # ---- refine: move λ inside the interval of λ meeting the target
+            probe = _next_refine_probe(state, refine)
+            if probe is not None:
+                record, _ = run({n: probe for n in state.lambdas}, "refine")
+                state.probes += 1
+                if record.met:
+                    if state.side == "low":
+                        state.low_hit = probe
                     else:
-                        high_hit = probe
-                elif side == "low":
-                    lo_end = probe
+                        state.high_hit = probe
+                elif state.side == "low":
+                    state.lo_end = probe
                 else:
-                    hi_end = probe
-        final = math.sqrt(low_hit * high_hit)
-        if final != lam_hit:
-            rec, _ = run({n: final for n in names}, "final")
-            if rec.met:
-                best = (0.0, dict(rec.lambdas), rec.nnz, solver.state())
+                    state.hi_end = probe
+            else:
+                final = math.sqrt(state.low_hit * state.high_hit)
+                if final != _scalar(state.hit.lambdas):
+                    record, _ = run({n: final for n in state.lambdas}, "final")
+                    if record.met:
+                        _record_best(state, target, record, solver, force=True)
+                state.finished = True
+        state.seconds = seconds_before + time.perf_counter() - t_start
+        if checkpoint is not None:
+            checkpoint(state, solver.state())
 
-    dist, lambdas, nnz, state = best  # type: ignore[misc]
-    solver.load_state(state)
-    converged = target.met(nnz)
-    return SelectionResult(
-        lambdas=lambdas, target=target, converged=converged, distance=target.distance(nnz),
-        nnz=nnz, history=history, epochs_total=epochs_total,
-        seconds=time.perf_counter() - t_start)
+    solver.load_state(state.best[3])
+    return SelectionResult.from_state(state, target)
+
+
+def _update(state: SelectionState, target: Target, record: OuterRecord,
+            report: Characterization, *, max_step: float | None,
+            memory: int | None) -> dict[str, float]:
+    """λ_k of the next search iteration, scope by scope."""
+    new = dict(state.lambdas)
+    for s, br in zip(target.scopes, state.brackets):
+        count = sum(record.nnz[n] for n in s.layers)
+        if abs(count - s.nnz) <= s.tol + 1e-9:
+            continue
+        gamma = torch.cat([report[n].gamma for n in s.layers]).sort(descending=True).values
+        nxt = _propose(state.lambdas[s.layers[0]], count, s, gamma, br, record.iteration,
+                       max_step=max_step, memory=memory)
+        for n in s.layers:
+            new[n] = nxt
+    return new
 
 
 def _scalar(lambdas: dict[str, float]) -> float:
