@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 import pytest
 
 from l1sparse.cli import main
@@ -135,3 +136,47 @@ def test_version_and_help():
     proc = subprocess.run([sys.executable, "-m", "l1sparse", "--version"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("l1sparse ")
+
+
+def test_config_file_is_equivalent_to_the_flags(cls_file, tmp_path):
+    flags = ["--data", str(cls_file), "--task", "classification", "--hidden", "64,32",
+             "--target-sparsity", "0.9", "--lr", "3e-3", "--batch-size", "64"]
+    config = tmp_path / "fit.toml"
+    config.write_text(f'[fit]\ndata = "{cls_file}"\ntask = "classification"\n'
+                      'hidden = [64, 32]\ntarget-sparsity = 0.9\nlr = 3e-3\nbatch-size = 64\n')
+    assert main(["fit", *flags, "--quiet", "--out", str(tmp_path / "a")]) == 0
+    assert main(["fit", "--config", str(config), "--quiet", "--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in "ab")
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+
+
+def test_config_flags_override_and_unknown_keys_fail(cls_file, tmp_path, capsys):
+    config = tmp_path / "fit.toml"
+    config.write_text('target-sparsity = 0.5\nwidth = 3\n')
+    code = main(["fit", "--config", str(config), "--data", str(cls_file), "--task",
+                 "classification", "--out", str(tmp_path / "o")])
+    assert code == 2 and "unknown key 'width'" in capsys.readouterr().err
+
+
+def test_export_and_inspect_a_fitted_model(cls_file, tmp_path, capsys):
+    from l1sparse.export import load
+
+    out = tmp_path / "run"
+    assert main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "64,32",
+                 "--target-sparsity", "0.9", "--lr", "3e-3", "--batch-size", "64", "--quiet",
+                 "--out", str(out)]) == 0
+    csr = tmp_path / "model.csr.safetensors"
+    assert main(["export", str(out), "--format", "csr", "--out", str(csr)]) == 0
+    dense, sparse = load(out / "model.safetensors"), load(csr)
+    x = torch.randn(16, 20)
+    torch.testing.assert_close(dense(x), sparse(x), rtol=0, atol=0)
+    assert csr.stat().st_size < (out / "model.safetensors").stat().st_size
+    capsys.readouterr()
+    assert main(["inspect", str(csr), "--data", str(cls_file)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "result.json").read_text())
+    fc1 = next(line for line in printed.splitlines() if line.startswith("fc1"))
+    assert int(fc1.split()[2]) == result["layers"][0]["nnz"]
+    assert f"{result['lambda']:.5g}" in fc1
+    assert "first-order conditions" in printed

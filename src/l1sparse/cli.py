@@ -181,6 +181,15 @@ def _linear_defaults(args, data, model) -> None:
     args.convex = convex
 
 
+def _progress_bar(args, **kwargs):
+    """A tqdm bar on stderr, only for a person at a terminal and without --quiet."""
+    if args.quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, dynamic_ncols=True, leave=False, **kwargs)
+
+
 def _metrics(model, data) -> tuple[float, float | None]:
     from .losses import metric
 
@@ -356,12 +365,14 @@ def cmd_fit(args) -> int:
         print(f"fit: {data.name}, {data.n_train} samples, hidden={args.hidden or 'none'}, "
               f"target {target.echo()}, mode {args.mode}", file=sys.stderr)
     latest: dict = {}
+    bar = _progress_bar(args, desc="outer iterations", unit="it")
 
     def progress(record):
-        if not args.quiet:
+        if bar is not None:
             lam = ",".join(f"{v:.4g}" for v in record.lambdas.values())
-            print(f"  outer {record.iteration:>3} {record.phase:<6} lambda={lam} "
-                  f"nnz={record.nnz_total} met={record.met}", file=sys.stderr)
+            bar.set_postfix_str(f"{record.phase} lambda={lam} nnz={record.nnz_total} "
+                                f"epochs={solver.epochs_done}")
+            bar.update(1)
 
     def checkpoint(state, solver_state):
         latest["state"] = state
@@ -374,6 +385,8 @@ def cmd_fit(args) -> int:
                                max_outer=args.max_outer, refine=refine, callback=progress,
                                checkpoint=checkpoint, resume=resume)
     except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
         state = latest.get("state") or (resume[0] if resume else None)
         if state is not None and state.best is not None:
             solver.load_state(state.best[3])
@@ -386,6 +399,8 @@ def cmd_fit(args) -> int:
             print("l1sparse: interrupted before the first outer iteration finished",
                   file=sys.stderr)
         return EXIT_INTERRUPTED
+    if bar is not None:
+        bar.close()
     summary = _write_fit_results(out, args, data, model, target, result,
                                  resumed_from=resumed_from)
     if not args.quiet:
@@ -400,14 +415,78 @@ def cmd_fit(args) -> int:
     return EXIT_OK if result.converged else EXIT_NOT_MET
 
 
+def cmd_export(args) -> int:
+    from .export import load, read_metadata, save_model
+
+    source = Path(args.source)
+    if source.is_dir():
+        source = source / "model.safetensors"
+    model = load(source)
+    extra = read_metadata(source)["extra"]
+    out = Path(args.out)
+    if out.parent and not out.parent.exists():
+        raise UsageError(f"the directory of --out {str(out)!r} does not exist")
+    written = save_model(model, out, format=args.format, metadata=extra)
+    print(f"wrote {out} ({args.format}, {written:,} bytes; source {source.stat().st_size:,} "
+          f"bytes)")
+    return EXIT_OK
+
+
+def _layer_lambdas(extra: dict, names: list[str]) -> dict[str, float] | None:
+    lam = extra.get("lambda")
+    if lam is None:
+        return None
+    if isinstance(lam, list):
+        return dict(zip(names, (float(v) for v in lam)))
+    return {n: float(lam) for n in names}
+
+
+def cmd_inspect(args) -> int:
+    from .characterize import characterize
+    from .export import load, read_metadata
+    from .penalty import layer_names
+    from .sparsity import sparsity
+
+    source = Path(args.file)
+    if source.is_dir():
+        source = source / "model.safetensors"
+    model = load(source)
+    meta = read_metadata(source)
+    names = layer_names(model)
+    lambdas = _layer_lambdas(meta["extra"], names)
+    report = sparsity(model)
+    print(f"{source}: {meta['storage']} storage, {source.stat().st_size:,} bytes, "
+          f"architecture {meta['architecture']}")
+    print(f"{'layer':<10}{'shape':>14}{'nnz':>10}{'total':>10}{'zero frac':>11}{'lambda_k':>12}")
+    for layer in report.layers:
+        lam = f"{lambdas[layer.name]:.5g}" if lambdas else "-"
+        print(f"{layer.name:<10}{'x'.join(map(str, layer.shape)):>14}{layer.nnz:>10}"
+              f"{layer.total:>10}{layer.zero_fraction:>11.4f}{lam:>12}")
+    print(f"{'all':<10}{'':>14}{report.nnz:>10}{report.total:>10}{report.zero_fraction:>11.4f}")
+    if args.data:
+        task = args.task or meta["extra"].get("task")
+        if task is None:
+            raise UsageError("give --task: the model file does not record it")
+        if lambdas is None:
+            raise UsageError("the model file records no lambda to check the conditions against")
+        args.task = task
+        data = _load_data(args)
+        model.eval()
+        summary = characterize(model, data.X_train, data.y_train, task=task, lambdas=lambdas)
+        print(summary.summary())
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
-def _common(p: argparse.ArgumentParser, *, data_required: bool) -> None:
-    p.add_argument("--data", required=data_required, metavar="FILE",
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="settings as in the flags (e.g. target-sparsity = 0.9); flags win")
+    p.add_argument("--data", default=None, metavar="FILE",
                    help=".npz (X_train, y_train[, X_test, y_test]) or .csv (header row, last "
                         "column the target), or a built-in name (mnist-5k, sine1d, oscillating)")
-    p.add_argument("--task", choices=["regression", "classification"], required=True)
+    p.add_argument("--task", choices=["regression", "classification"], default=None)
     p.add_argument("--hidden", type=_hidden, default=[300, 100], metavar="W1,W2,...",
                    help='hidden widths (default 300,100); "" for a linear model')
     p.add_argument("--activation", default="relu")
@@ -439,12 +518,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="PyTorch intra-op threads (default: $L1SPARSE_THREADS, else 1; "
                              "small layers run slower, not faster, on several threads)")
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.commands = sub.choices  # name -> subparser, for --config
 
     p = sub.add_parser("train", help="train at a given lambda and characterise the result",
                        description="Train at a given lambda (summed-loss scale) and print "
                                    "per-layer sparsity, the error and the first-order-condition "
                                    "summary. Without --data: synthetic 4-D regression.")
-    _common(p, data_required=False)
+    _common(p)
     p.set_defaults(hidden=[64, 64])
     p.add_argument("--lam", type=float, default=None, help="one lambda for all layers")
     p.add_argument("--layer-lam", type=_layer_lam, default=None,
@@ -456,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="find lambda for a target sparsity and train",
                        description="Choose lambda (or one lambda_k per layer) so that the "
                                    "trained network has the requested sparsity.")
-    _common(p, data_required=True)
+    _common(p)
     g = p.add_argument_group("target (exactly one)")
     g.add_argument("--target-sparsity", type=float, default=None, metavar="F",
                    help="fraction of zero weights overall, in [0, 1)")
@@ -469,15 +549,66 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0.005), a count with --target-nnz (default 0.5%% of weights)")
     p.add_argument("--mode", choices=["warm", "retrain"], default="warm")
     p.add_argument("--max-outer", type=int, default=40)
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", default=None, metavar="DIR")
     p.add_argument("--resume", action="store_true",
                    help="continue from DIR/checkpoint.pt (written after every outer iteration)")
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("export", help="write a model file as dense or CSR safetensors",
+                       description="Re-write a model (a fit output directory or a model file) "
+                                   "as dense safetensors (zeros kept) or CSR per layer.",
+                       epilog="example:\n  l1sparse export runs/demo --format csr "
+                              "--out demo.csr.safetensors",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="DIR|FILE")
+    p.add_argument("--format", choices=["dense", "csr"], default="csr")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("inspect", help="per-layer sparsity of a model file",
+                       description="Print shape, nnz, zero fraction and lambda_k per layer; "
+                                   "with --data, the first-order-condition summary.",
+                       epilog="example:\n  l1sparse inspect runs/demo --data mnist-5k",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", metavar="DIR|FILE")
+    p.add_argument("--data", default=None, metavar="DATA")
+    p.add_argument("--task", choices=["regression", "classification"], default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_inspect)
     return parser
 
 
+REQUIRED = {"fit": ("data", "task", "out"), "train": ("task",), "export": (), "inspect": ()}
+
+
+def _apply_config(parser: argparse.ArgumentParser, args, argv) -> argparse.Namespace:
+    """Re-parse with the TOML file's values as defaults: flags still win over the file."""
+    import tomllib
+
+    try:
+        with open(args.config, "rb") as fh:
+            config = tomllib.load(fh)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {args.config!r} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read the config file {args.config!r}: {exc}") from None
+    config = config.get(args.command, config)  # a [fit] table, or flat keys
+    sub = parser.commands[args.command]
+    known = {a.dest for a in sub._actions if a.dest not in ("help", "config")}
+    values = {}
+    for key, value in config.items():
+        dest = key.replace("-", "_")
+        if dest not in known:
+            raise UsageError(f"unknown key {key!r} in {args.config}; the '{args.command}' "
+                             f"settings are {sorted(k.replace('_', '-') for k in known)}")
+        values[dest] = ",".join(map(str, value)) if isinstance(value, list) else value
+    sub.set_defaults(**values)
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     threads = args.threads or int(os.environ.get("L1SPARSE_THREADS", "1"))
@@ -486,6 +617,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     torch.set_num_threads(threads)
     try:
+        if getattr(args, "config", None):
+            args = _apply_config(parser, args, argv)
+        missing = [k for k in REQUIRED[args.command] if getattr(args, k, None) is None]
+        if missing:
+            raise UsageError("missing " + ", ".join("--" + k for k in missing)
+                             + " (on the command line or in --config)")
         return args.func(args)
     except KeyboardInterrupt:
         print("l1sparse: interrupted", file=sys.stderr)
