@@ -181,6 +181,15 @@ def _linear_defaults(args, data, model) -> None:
     args.convex = convex
 
 
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available to PyTorch here "
+                         "(use --device cpu or auto)")
+    return torch.device(name)
+
+
 def _progress_bar(args, **kwargs):
     """A tqdm bar on stderr, only for a person at a terminal and without --quiet."""
     if args.quiet or not sys.stderr.isatty():
@@ -217,15 +226,18 @@ def cmd_train(args) -> int:
     model = _build(args, data)
     lambdas = resolve_lambdas(model, args.lam, args.layer_lam)
     _linear_defaults(args, data, model)
+    device = _device(args.device)
+    model.to(device)
+    X, y = data.X_train.to(device), data.y_train.to(device)
     opt = make_optimizer(model, args.optimizer, lr=args.lr, lambdas=lambdas,
                          n_samples=data.n_train, momentum=args.momentum)
     t0 = time.perf_counter()
-    result = train(model, data.X_train, data.y_train, opt, task=data.task, epochs=args.epochs,
+    result = train(model, X, y, opt, task=data.task, epochs=args.epochs,
                    batch_size=args.batch_size, tol=args.stop_tol,
                    generator=torch.Generator().manual_seed(args.seed))
     seconds = time.perf_counter() - t0
     train_m, test_m = _metrics(model, data)
-    report = characterize(model, data.X_train, data.y_train, task=data.task, lambdas=lambdas)
+    report = characterize(model, X, y, task=data.task, lambdas=lambdas)
     name = METRIC_NAMES[data.task]
     print(f"data {data.name}: {data.n_train} train, {data.n_test} test; "
           f"{result.epochs} epochs ({result.stopped}) in {seconds:.2f}s")
@@ -359,7 +371,8 @@ def cmd_fit(args) -> int:
         model, data.X_train, data.y_train, task=data.task, optimizer=args.optimizer,
         lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, seed=args.seed,
         tol=1e-12 if args.batch_size is None else 0.0,
-        schedule_epochs=args.epochs if args.batch_size is not None else None)
+        schedule_epochs=args.epochs if args.batch_size is not None else None,
+        device=_device(args.device))
     refine = 3 if (args.convex and args.mode == "retrain" and not target.per_layer) else 0
     if not args.quiet:
         print(f"fit: {data.name}, {data.n_train} samples, hidden={args.hidden or 'none'}, "
@@ -499,6 +512,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=["sgd", "adam"], default=None)
     p.add_argument("--momentum", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where training runs (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 

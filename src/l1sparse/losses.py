@@ -37,9 +37,10 @@ def metric(model: torch.nn.Module, X: Tensor, y: Tensor, task: str,
            batch_size: int = 8192) -> float:
     """Mean squared error per sample (regression) or accuracy (classification)."""
     total = 0.0
+    device = next(model.parameters()).device
     for start in range(0, X.shape[0], batch_size):
-        out = model(X[start:start + batch_size])
-        yb = y[start:start + batch_size]
+        out = model(X[start:start + batch_size].to(device))
+        yb = y[start:start + batch_size].to(device)
         if task == "regression":
             total += float((out - yb.view_as(out)).pow(2).sum())
         else:

@@ -222,7 +222,11 @@ class TrainingSolver:
                  optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0,
                  batch_size: int | None = 128, tol: float = 0.0, seed: int = 0,
                  schedule_epochs: int | None = None, lr_final: float = 0.05,
-                 grad_batch_size: int = 8192) -> None:
+                 grad_batch_size: int = 8192, device: str | torch.device | None = None) -> None:
+        if device is not None:
+            # model and data live on the device for the whole run: no host round trips
+            model.to(device)
+            X, y = X.to(device), y.to(device)
         self.model, self.X, self.y, self.task = model, X, y, task
         self.optimizer_name, self.lr, self.momentum = optimizer, lr, momentum
         self.batch_size, self.tol, self.seed = batch_size, tol, seed
@@ -683,6 +687,7 @@ def fit_sparse(
     momentum: float = 0.0,
     batch_size: int | None = 128,
     seed: int = 0,
+    device: str | torch.device | None = None,
     **select_kwargs,
 ) -> SelectionResult:
     """Train ``model`` in place so that it meets a sparsity target; return the selection.
@@ -706,5 +711,6 @@ def fit_sparse(
                              layer_zero_fraction=layer_zero_fraction, tol=tol)
     solver = TrainingSolver(model, X, y, task=task, optimizer=optimizer, lr=lr,
                             momentum=momentum, batch_size=batch_size, seed=seed,
-                            schedule_epochs=epochs if batch_size is not None else None)
+                            schedule_epochs=epochs if batch_size is not None else None,
+                            device=device)
     return select_lambda(solver, target, mode=mode, epochs=epochs, **select_kwargs)

@@ -165,8 +165,10 @@ def train(
         t0 = time.perf_counter()
         snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.train()
-        seen = torch.zeros((), dtype=torch.float64)
+        seen = torch.zeros((), dtype=torch.float64, device=X.device)
         for idx in _batches(n, batch_size, generator):
+            if idx is not None and idx.device != X.device:
+                idx = idx.to(X.device, non_blocking=True)
             xb, yb = (X, y) if idx is None else (X[idx], y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss = fidelity(model(xb), yb, task, reduction="mean")
