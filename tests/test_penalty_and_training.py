@@ -138,3 +138,24 @@ def test_bad_training_arguments(kwargs, match):
         train(net, X, y, opt, **{"task": "regression", **kwargs})
     with pytest.raises(ValueError, match="'optimizer'"):
         make_optimizer(net, "lbfgs", lr=0.1, lambdas={}, n_samples=10)
+
+
+def test_debias_keeps_the_support_and_lowers_the_loss():
+    from l1sparse.losses import fidelity
+    from l1sparse.train import debias
+
+    X, y = _regression()
+    net = mlp(3, [32], 1, seed=0)
+    opt = make_optimizer(net, "adam", lr=1e-2, lambdas=resolve_lambdas(net, 20.0),
+                         n_samples=len(X))
+    train(net, X, y, opt, task="regression", epochs=40, batch_size=32,
+          generator=torch.Generator().manual_seed(0))
+    support = {n: (m.weight != 0).clone() for n, m in (("fc1", net.fc1), ("fc2", net.fc2))}
+    assert 0 < int(support["fc1"].sum()) < support["fc1"].numel()
+    before = float(fidelity(net(X), y, "regression"))
+    debias(net, X, y, task="regression", epochs=20, lr=1e-2, batch_size=32,
+           generator=torch.Generator().manual_seed(0))
+    after = float(fidelity(net(X), y, "regression"))
+    for name, m in (("fc1", net.fc1), ("fc2", net.fc2)):
+        assert torch.equal(m.weight != 0, support[name])
+    assert after < before

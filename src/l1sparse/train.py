@@ -35,6 +35,7 @@ __all__ = [
     "make_optimizer",
     "optimizer_lambdas",
     "train",
+    "debias",
 ]
 
 log = logging.getLogger(__name__)
@@ -201,3 +202,39 @@ def train(
 @torch.no_grad()
 def _finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def debias(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    *,
+    task: str,
+    epochs: int,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    batch_size: int | None = 128,
+    generator: torch.Generator | None = None,
+) -> TrainResult:
+    """Fine-tune the surviving weights with the support fixed and no penalty.
+
+    The ℓ1 solution shrinks every nonzero weight by about λ; this phase removes that bias while
+    keeping exactly the same zeros (the gradients of zero weights are masked, and the weights are
+    re-masked after every step). The sparsity pattern, and so nnz per layer, is unchanged.
+    """
+    masks = {name: (m.weight != 0) for name, m in penalised_layers(model)}
+    opt = make_optimizer(model, optimizer, lr=lr, lambdas={n: 0.0 for n in masks},
+                         n_samples=X.shape[0])
+    layers = dict(penalised_layers(model))
+    hooks = [layers[n].weight.register_hook(lambda g, mask=mask: g * mask)
+             for n, mask in masks.items()]
+    try:
+        result = train(model, X, y, opt, task=task, epochs=epochs, batch_size=batch_size,
+                       generator=generator)
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for n, mask in masks.items():
+            layers[n].weight.mul_(mask)
+    return result
