@@ -303,7 +303,7 @@ def _load_checkpoint(path: Path, args):
 
 
 def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_from,
-                       interrupted: bool = False) -> dict:
+                       interrupted: bool = False, world: int = 1) -> dict:
     from .export import save_model
     from .losses import METRIC_NAMES
     from .penalty import lambda_per_sample
@@ -335,7 +335,7 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
         "mode": args.mode,
         "resumed_from_iteration": resumed_from,
         "interrupted": interrupted,
-        "world_size": 1,
+        "world_size": world,
         "settings": {**_fingerprint(args), "n_train": n},
         "version": __version__,
     }
@@ -348,8 +348,22 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
 
 
 def cmd_fit(args) -> int:
+    from .distributed import initialised, world_from_env
+
+    _, world = world_from_env()
+    if world == 1:
+        return _fit(args, rank=0, world=1)
+    with initialised(_device(args.device)) as (rank, world):
+        return _fit(args, rank=rank, world=world)
+
+
+def _fit(args, *, rank: int, world: int) -> int:
+    """``fit`` in one process, or in one rank of a data-parallel group (rank 0 writes)."""
     from .select import SelectionResult, TrainingSolver, select_lambda
 
+    main_rank = rank == 0
+    if not main_rank:
+        args.quiet = True
     data = _load_data(args)
     model = _build(args, data)
     target = _target(args, model)
@@ -367,7 +381,11 @@ def cmd_fit(args) -> int:
                   file=sys.stderr)
     elif args.resume and not args.quiet:
         print(f"no checkpoint in {out}: starting afresh", file=sys.stderr)
-    solver = TrainingSolver(
+    if world > 1:
+        from .distributed import DistributedSolver as solver_class
+    else:
+        solver_class = TrainingSolver
+    solver = solver_class(
         model, data.X_train, data.y_train, task=data.task, optimizer=args.optimizer,
         lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, seed=args.seed,
         tol=1e-12 if args.batch_size is None else 0.0,
@@ -389,6 +407,8 @@ def cmd_fit(args) -> int:
 
     def checkpoint(state, solver_state):
         latest["state"] = state
+        if not main_rank:
+            return
         _save_checkpoint(ckpt_path, {"format": 1, "fingerprint": _fingerprint(args),
                                      "state": state, "solver": solver_state})
         _write_history(out / "history.csv", [r.as_row() for r in state.history])
@@ -401,11 +421,11 @@ def cmd_fit(args) -> int:
         if bar is not None:
             bar.close()
         state = latest.get("state") or (resume[0] if resume else None)
-        if state is not None and state.best is not None:
+        if state is not None and state.best is not None and main_rank:
             solver.load_state(state.best[3])
             _write_fit_results(out, args, data, model, target,
                                SelectionResult.from_state(state, target),
-                               resumed_from=resumed_from, interrupted=True)
+                               resumed_from=resumed_from, interrupted=True, world=world)
             print(f"l1sparse: interrupted; partial results in {out} "
                   f"(continue with --resume)", file=sys.stderr)
         else:
@@ -414,8 +434,10 @@ def cmd_fit(args) -> int:
         return EXIT_INTERRUPTED
     if bar is not None:
         bar.close()
+    if not main_rank:
+        return EXIT_OK if result.converged else EXIT_NOT_MET
     summary = _write_fit_results(out, args, data, model, target, result,
-                                 resumed_from=resumed_from)
+                                 resumed_from=resumed_from, world=world)
     if not args.quiet:
         met = "met" if result.converged else f"NOT met (off by {result.distance} weights)"
         test_m = summary["test_metric"]

@@ -247,13 +247,17 @@ class TrainingSolver:
         self.generator = torch.Generator().manual_seed(self.seed)
         self.epochs_done = 0
 
+    def _train(self, epochs: int, **kwargs):
+        """One call of the training loop; the data-parallel solver overrides it."""
+        return train(self.model, self.X, self.y, self.optimizer, task=self.task, epochs=epochs,
+                     batch_size=self.batch_size, generator=self.generator,
+                     epoch_offset=self.epochs_done, **kwargs)
+
     def solve(self, lambdas: dict[str, float], epochs: int) -> int:
         n = self.X.shape[0]
         set_group_l1(self.optimizer, {k: lambda_per_sample(v, n) for k, v in lambdas.items()})
         if self.schedule_epochs is None:
-            result = train(self.model, self.X, self.y, self.optimizer, task=self.task,
-                           epochs=epochs, batch_size=self.batch_size, tol=self.tol,
-                           generator=self.generator, epoch_offset=self.epochs_done)
+            result = self._train(epochs, tol=self.tol)
             self.epochs_done += result.epochs
             return result.epochs
         for _ in range(epochs):  # one epoch at a time, to set the scheduled learning rate
@@ -261,9 +265,7 @@ class TrainingSolver:
             scale = self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr * scale
-            train(self.model, self.X, self.y, self.optimizer, task=self.task, epochs=1,
-                  batch_size=self.batch_size, generator=self.generator,
-                  epoch_offset=self.epochs_done)
+            self._train(1)
             self.epochs_done += 1
         return epochs
 

@@ -51,7 +51,8 @@ class DivergenceError(FloatingPointError):
 class EpochRecord:
     epoch: int
     objective: float  # fidelity + penalty, summed scale
-    fidelity: float  # Σ of the batch losses seen during the epoch (exact L for full batch)
+    fidelity: float  # Σ of the batch losses seen during the epoch (exact L for full batch;
+    # this rank's share of it in data-parallel training)
     penalty: float  # Σ_k λ_k ‖W_k‖₁ at the end of the epoch
     nnz: dict[str, int]
     seconds: float
@@ -123,6 +124,7 @@ def train(
     generator: torch.Generator | None = None,
     epoch_offset: int = 0,
     callback: Callable[[EpochRecord], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``(X, y)`` with a proximal ``optimizer``.
 
@@ -146,6 +148,11 @@ def train(
         Added to the epoch numbers in the history (for runs continued in pieces).
     callback : callable, optional
         Called with every :class:`EpochRecord`.
+    shard : (rank, world_size), optional
+        Data-parallel training (``model`` wrapped in ``DistributedDataParallel``): every rank
+        draws the same global batches and takes every ``world_size``-th sample of each. The
+        local loss is the local sum scaled by ``world_size / global batch size``, so DDP's
+        average of the gradients is exactly the gradient of the global batch's mean loss.
 
     Raises
     ------
@@ -160,6 +167,8 @@ def train(
         raise ValueError(f"The 'batch_size' parameter must be a positive integer. Got {batch_size}.")
     n = X.shape[0]
     lambdas = optimizer_lambdas(optimizer, n)
+    core = getattr(model, "module", model)  # the network itself under a DDP wrapper
+    rank, world = shard if shard is not None else (0, 1)
     result = TrainResult()
     previous = math.inf
     for epoch in range(int(epochs)):
@@ -171,11 +180,16 @@ def train(
             if idx is not None and idx.device != X.device:
                 idx = idx.to(X.device, non_blocking=True)
             xb, yb = (X, y) if idx is None else (X[idx], y[idx])
+            if world > 1:
+                scale = world / xb.shape[0]
+                xb, yb = xb[rank::world], yb[rank::world]
+            else:
+                scale = 1.0 / xb.shape[0]
             optimizer.zero_grad(set_to_none=True)
-            loss = fidelity(model(xb), yb, task, reduction="mean")
-            loss.backward()
+            local_sum = fidelity(model(xb), yb, task, reduction="sum")
+            (local_sum * scale).backward()
             optimizer.step()
-            seen += loss.detach().double() * xb.shape[0]
+            seen += local_sum.detach().double()
         fid = float(seen)
         if not math.isfinite(fid) or not _finite(model):
             model.load_state_dict(snapshot)
@@ -184,10 +198,10 @@ def train(
                 f"Try a smaller learning rate (lr={optimizer.param_groups[0]['lr']:g}). "
                 "The model keeps the weights from the start of that epoch."
             )
-        norms = l1_norms(model)
+        norms = l1_norms(core)
         pen = sum(lambdas.get(k, 0.0) * v for k, v in norms.items())
         record = EpochRecord(epoch_offset + epoch + 1, fid + pen, fid, pen,
-                             nnz_per_layer(model), time.perf_counter() - t0)
+                             nnz_per_layer(core), time.perf_counter() - t0)
         result.history.append(record)
         if callback is not None:
             callback(record)
