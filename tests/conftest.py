@@ -5,8 +5,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 torch.set_num_threads(1)
+
+# The machine is shared: no per-example deadline, and the same examples every run so that a
+# failure is reproducible and CI is not at the mercy of a lucky draw.
+settings.register_profile("l1sparse", deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow,
+                                                 HealthCheck.filter_too_much])
+settings.load_profile("l1sparse")
 
 
 @pytest.fixture

@@ -584,7 +584,9 @@ def test_the_property_strategy_reaches_the_valid_branch():
 
     find(_pairs(), lambda p: p[0].ndim >= 2 and p[0].size > 0 and p[1].ndim == 1
          and len(p[0]) == len(p[1]) and np.isfinite(p[0].astype(np.float64)).all()
-         and np.isfinite(p[1].astype(np.float64)).all())
+         and np.isfinite(p[1].astype(np.float64)).all(),
+         settings=settings(max_examples=2000, deadline=None, database=None,
+                           suppress_health_check=list(HealthCheck)))
 
 
 @settings(max_examples=100, deadline=None)

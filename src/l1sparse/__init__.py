@@ -1,6 +1,7 @@
 """l1sparse: sparse neural networks with ℓ1 regularisation, at the sparsity you ask for."""
 
 from .characterize import Characterization, characterize, full_gradient, lambda_max, lasso_lambda_max
+from .export import load, read_metadata, save_model
 from .models import MLP, build_model, mlp
 from .penalty import (
     lambda_per_sample,
@@ -14,12 +15,18 @@ from .penalty import (
 )
 from .prox import ProxAdam, ProxSGD, soft_threshold
 from .select import SelectionResult, Target, TrainingSolver, fit_sparse, make_target, select_lambda
+from .sparse_inference import SparseLinear, to_sparse
 from .sparsity import SparsityReport, sparsity
 from .train import DivergenceError, TrainResult, make_optimizer, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "to_sparse",
+    "SparseLinear",
+    "save_model",
+    "read_metadata",
+    "load",
     "Characterization",
     "DivergenceError",
     "MLP",

@@ -11,17 +11,15 @@ import argparse
 import csv
 import json
 import logging
-import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import __version__
+from ._atomic import atomic_write, atomic_write_text
 
 log = logging.getLogger("l1sparse")
 
@@ -91,26 +89,6 @@ def _batch(text: str) -> int | None | str:
 # --------------------------------------------------------------------------- output
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        _umask_permissions(tmp)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask_permissions(path: str) -> None:
-    """mkstemp makes 0600 files; give the final file the permissions of an ordinary one."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def _prepare_out(out: str) -> Path:
     path = Path(out)
     try:
@@ -124,7 +102,7 @@ def _prepare_out(out: str) -> Path:
 
 def _write_history(path: Path, rows: list[dict]) -> None:
     if not rows:
-        _atomic_write_text(path, "")
+        atomic_write_text(path, "")
         return
     fields = list(rows[0])
     for row in rows[1:]:
@@ -139,7 +117,7 @@ def _write_history(path: Path, rows: list[dict]) -> None:
         writer.writerow({k: (";".join(f"{x:g}" for x in v) if isinstance(v, list) else v)
                          for k, v in row.items()})
     lines.append(buf.getvalue())
-    _atomic_write_text(path, "".join(lines))
+    atomic_write_text(path, "".join(lines))
 
 
 # --------------------------------------------------------------------------- commands
@@ -274,16 +252,7 @@ def _fingerprint(args) -> dict:
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        _umask_permissions(tmp)
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _load_checkpoint(path: Path, args):
@@ -339,7 +308,7 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
         "settings": {**_fingerprint(args), "n_train": n},
         "version": __version__,
     }
-    _atomic_write_text(out / "result.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "result.json", json.dumps(summary, indent=2) + "\n")
     _write_history(out / "history.csv", [r.as_row() for r in result.history])
     save_model(model, out / "model.safetensors", format="dense",
                metadata={"lambda": lam, "target": target.echo(), "task": data.task,

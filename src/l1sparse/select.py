@@ -33,10 +33,10 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from .characterize import Characterization, characterize, full_gradient
+from .characterize import Characterization, characterize
 from .penalty import layer_names, penalised_layers, set_group_l1, lambda_per_sample
 from .sparsity import nnz_per_layer
-from .train import DivergenceError, make_optimizer, train
+from .train import make_optimizer, train
 
 __all__ = [
     "MODES",
