@@ -614,8 +614,11 @@ def select_lambda(
             elif len(state.history) >= max_outer:
                 state.finished = True
             else:
+                # warm mode, before a full training's epochs are done: keep steering towards the
+                # centre of the tolerance band, so the run ends inside it, not at its edge
+                band = 0.25 if warm and state.epochs_total < epochs else 1.0
                 state.lambdas = _update(state, target, record, report, max_step=max_step,
-                                        memory=bracket_memory)
+                                        memory=bracket_memory, band=band)
         else:  # ---- refine: move λ inside the interval of λ meeting the target
             probe = _next_refine_probe(state, refine)
             if probe is not None:
@@ -647,12 +650,15 @@ def select_lambda(
 
 def _update(state: SelectionState, target: Target, record: OuterRecord,
             report: Characterization, *, max_step: float | None,
-            memory: int | None) -> dict[str, float]:
-    """λ_k of the next search iteration, scope by scope."""
+            memory: int | None, band: float = 1.0) -> dict[str, float]:
+    """λ_k of the next search iteration, scope by scope.
+
+    A scope within ``band · tol`` of its target keeps its λ.
+    """
     new = dict(state.lambdas)
     for s, br in zip(target.scopes, state.brackets):
         count = sum(record.nnz[n] for n in s.layers)
-        if abs(count - s.nnz) <= s.tol + 1e-9:
+        if abs(count - s.nnz) <= band * s.tol + 1e-9:
             continue
         gamma = torch.cat([report[n].gamma for n in s.layers]).sort(descending=True).values
         nxt = _propose(state.lambdas[s.layers[0]], count, s, gamma, br, record.iteration,
