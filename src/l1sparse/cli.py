@@ -128,7 +128,8 @@ def _load_data(args):
 
     if args.data.endswith((".npz", ".csv")) or os.path.sep in args.data:
         return load_file(args.data, task=args.task)
-    return load_dataset(args.data, task=args.task, seed=args.seed)
+    return load_dataset(args.data, task=args.task, seed=args.seed,
+                        data_dir=getattr(args, "data_dir", None))
 
 
 def _build(args, data):
@@ -490,6 +491,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, metavar="FILE",
                    help=".npz (X_train, y_train[, X_test, y_test]) or .csv (header row, last "
                         "column the target), or a built-in name (mnist-5k, sine1d, oscillating)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where the IDX files of --data mnist / fashion-mnist are")
     p.add_argument("--task", choices=["regression", "classification"], default=None)
     p.add_argument("--hidden", type=_hidden, default=[300, 100], metavar="W1,W2,...",
                    help='hidden widths (default 300,100); "" for a linear model')
