@@ -41,6 +41,9 @@ def main() -> None:
     p.add_argument("--modes", default="warm,retrain")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--tol", type=float, default=0.005)
+    p.add_argument("--optimizer", default="sgd")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/SELECTION.md")
@@ -61,7 +64,8 @@ def main() -> None:
             t0 = time.perf_counter()
             res = fit_sparse(net, data.X_train, data.y_train, task="classification",
                              zero_fraction=target, tol=args.tol, mode=mode, epochs=args.epochs,
-                             seed=args.seed, max_outer=40)
+                             seed=args.seed, max_outer=40, optimizer=args.optimizer, lr=args.lr,
+                             momentum=args.momentum)
             seconds = time.perf_counter() - t0
             acc = metric(net, data.X_test, data.y_test, "classification")
             row = (f"| {mode} | {target:.2f} | {res.target.attained(res.nnz):.4f} | "
@@ -75,7 +79,8 @@ def main() -> None:
         "",
         f"{date.today()}, {cpu_model()}, {torch.get_num_threads()} thread(s), torch "
         f"{torch.__version__}. Data `{args.data}` ({data.n_train} train / {data.n_test} test), "
-        f"MLP {data.n_features}-{args.hidden}-{data.n_outputs}, ProxAdam lr 1e-3, batch 128, "
+        f"MLP {data.n_features}-{args.hidden}-{data.n_outputs}, optimizer {args.optimizer} lr "
+        f"{args.lr} momentum {args.momentum}, batch 128, "
         f"one training = {args.epochs} epochs, tolerance {args.tol} (zero fraction).",
         "",
         "Command: `python benchmarks/selection.py " + " ".join(

@@ -18,7 +18,7 @@ net = nn.Sequential(
 )
 # Conv kernels and Linear weights are penalised; one λ for all, chosen for 85 % zeros.
 result = fit_sparse(net, X, y, task="classification", zero_fraction=0.85, tol=0.01,
-                    mode="warm", epochs=10, lr=3e-3, batch_size=64)
+                    mode="warm", epochs=10, optimizer="adam", lr=3e-3, batch_size=64)
 print(f"converged={result.converged} lambda={result.lam:.4g} "
       f"after {result.outer_iterations} outer iterations ({result.epochs_total} epochs)")
 print(sparsity(net).table())

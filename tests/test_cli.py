@@ -39,7 +39,7 @@ def linear_csv(tmp_path_factory):
 def test_fit_writes_the_result_contract(cls_file, tmp_path):
     out = tmp_path / "run"
     code = main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "64,32",
-                 "--target-sparsity", "0.9", "--lr", "3e-3", "--batch-size", "64",
+                 "--target-sparsity", "0.9", "--optimizer", "adam", "--lr", "3e-3", "--batch-size", "64",
                  "--quiet", "--out", str(out)])
     result = json.loads((out / "result.json").read_text())
     assert code == 0 and result["converged"] is True
@@ -71,7 +71,7 @@ def test_fit_linear_model_from_csv_hits_an_exact_count(linear_csv, tmp_path):
 def test_fit_per_layer_targets_report_lists(cls_file, tmp_path):
     out = tmp_path / "layers"
     code = main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "64,32",
-                 "--layer-sparsity", "0.9,0.8,0.5", "--tol", "0.03", "--lr", "3e-3",
+                 "--layer-sparsity", "0.9,0.8,0.5", "--tol", "0.03", "--optimizer", "adam", "--lr", "3e-3",
                  "--batch-size", "64", "--quiet", "--out", str(out)])
     result = json.loads((out / "result.json").read_text())
     assert isinstance(result["lambda"], list) and len(result["lambda"]) == 3
@@ -140,10 +140,10 @@ def test_version_and_help():
 
 def test_config_file_is_equivalent_to_the_flags(cls_file, tmp_path):
     flags = ["--data", str(cls_file), "--task", "classification", "--hidden", "64,32",
-             "--target-sparsity", "0.9", "--lr", "3e-3", "--batch-size", "64"]
+             "--target-sparsity", "0.9", "--optimizer", "adam", "--lr", "3e-3", "--batch-size", "64"]
     config = tmp_path / "fit.toml"
     config.write_text(f'[fit]\ndata = "{cls_file}"\ntask = "classification"\n'
-                      'hidden = [64, 32]\ntarget-sparsity = 0.9\nlr = 3e-3\nbatch-size = 64\n')
+                      'hidden = [64, 32]\ntarget-sparsity = 0.9\noptimizer = "adam"\nlr = 3e-3\nbatch-size = 64\n')
     assert main(["fit", *flags, "--quiet", "--out", str(tmp_path / "a")]) == 0
     assert main(["fit", "--config", str(config), "--quiet", "--out", str(tmp_path / "b")]) == 0
     a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in "ab")
@@ -164,7 +164,7 @@ def test_export_and_inspect_a_fitted_model(cls_file, tmp_path, capsys):
 
     out = tmp_path / "run"
     assert main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "64,32",
-                 "--target-sparsity", "0.9", "--lr", "3e-3", "--batch-size", "64", "--quiet",
+                 "--target-sparsity", "0.9", "--optimizer", "adam", "--lr", "3e-3", "--batch-size", "64", "--quiet",
                  "--out", str(out)]) == 0
     csr = tmp_path / "model.csr.safetensors"
     assert main(["export", str(out), "--format", "csr", "--out", str(csr)]) == 0

@@ -21,7 +21,7 @@ def _fit(device):
     X, y = _problem()
     net = mlp(20, [64, 32], 4, seed=0)
     result = fit_sparse(net, X, y, task="classification", zero_fraction=0.9, tol=0.01,
-                        epochs=10, lr=3e-3, batch_size=64, device=device)
+                        epochs=10, optimizer="adam", lr=3e-3, batch_size=64, device=device)
     return net, result
 
 

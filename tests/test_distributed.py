@@ -33,7 +33,7 @@ def _run(launcher, args, timeout=240):
 @pytest.mark.parametrize("mode", ["warm", "retrain"])
 def test_two_ranks_match_one_process(cls_file, tmp_path, mode):
     flags = ["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "32",
-             "--target-sparsity", "0.8", "--epochs", "4", "--lr", "3e-3", "--batch-size", "64",
+             "--target-sparsity", "0.8", "--epochs", "4", "--optimizer", "adam", "--lr", "3e-3", "--batch-size", "64",
              "--mode", mode, "--quiet"]
     _run([], [*flags, "--out", str(tmp_path / "single")])
     _run(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],

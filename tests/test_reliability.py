@@ -29,7 +29,7 @@ def cls_file(tmp_path_factory):
 def _fit_args(data, out, *extra):
     return ["fit", "--data", str(data), "--task", "classification", "--hidden", "64,32",
             "--target-sparsity", "0.95", "--tol", "0.002", "--mode", "retrain", "--epochs", "6",
-            "--lr", "3e-3", "--batch-size", "64", "--quiet", "--out", str(out), *extra]
+            "--optimizer", "adam", "--lr", "3e-3", "--batch-size", "64", "--quiet", "--out", str(out), *extra]
 
 
 def _result(out):

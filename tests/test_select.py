@@ -88,7 +88,7 @@ def test_network_global_target_of_90_percent_zeros_within_0_005(mode):
     X, y = _classification()
     net = mlp(20, [64, 32], 4, seed=0)
     result = fit_sparse(net, X, y, task="classification", zero_fraction=0.9, tol=0.005,
-                        mode=mode, epochs=20, lr=3e-3, batch_size=64)
+                        mode=mode, epochs=20, optimizer="adam", lr=3e-3, batch_size=64)
     total = sum(m.weight.numel() for m in (net.fc1, net.fc2, net.fc3))
     nnz = sum(int(torch.count_nonzero(m.weight)) for m in (net.fc1, net.fc2, net.fc3))
     assert result.converged
@@ -103,7 +103,7 @@ def test_network_per_layer_targets_met_within_each_layers_tolerance():
     net = mlp(20, [64, 32], 4, seed=0)
     targets = [0.9, 0.8, 0.5]
     result = fit_sparse(net, X, y, task="classification", layer_zero_fraction=targets,
-                        tol=0.02, mode="warm", epochs=20, lr=3e-3, batch_size=64)
+                        tol=0.02, mode="warm", epochs=20, optimizer="adam", lr=3e-3, batch_size=64)
     assert result.converged
     assert isinstance(result.lam, list) and len(result.lam) == 3
     for layer, target in zip((net.fc1, net.fc2, net.fc3), targets):
@@ -133,3 +133,14 @@ def test_bad_mode_raises():
     net = mlp(20, [8], 4)
     with pytest.raises(ValueError, match="'mode'"):
         fit_sparse(net, X, y, task="classification", zero_fraction=0.5, mode="fast")
+
+
+def test_network_target_with_the_default_optimizer():
+    # the defaults: proximal SGD with momentum 0.9, lr 0.1, warm mode
+    X, y = _classification()
+    net = mlp(20, [64, 32], 4, seed=0)
+    result = fit_sparse(net, X, y, task="classification", zero_fraction=0.9, tol=0.005,
+                        epochs=20, batch_size=64)
+    assert result.converged
+    assert abs(result.target.attained(result.nnz) - 0.9) <= 0.005
+    assert float((net(X).argmax(1) == y).float().mean()) > 0.8

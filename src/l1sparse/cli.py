@@ -147,14 +147,18 @@ def _linear_defaults(args, data, model) -> None:
     if args.batch_size == "auto":
         args.batch_size = None if convex else 128
     if args.optimizer is None:
-        args.optimizer = "sgd" if convex and args.batch_size is None else "adam"
+        args.optimizer = "sgd"
+    if args.momentum is None:
+        # heavy-ball momentum for mini-batch networks; the paper's plain proximal gradient
+        # for full batch
+        args.momentum = 0.9 if args.batch_size is not None else 0.0
     if args.lr is None:
         if convex and args.batch_size is None and args.optimizer == "sgd":
             X = data.X_train.reshape(data.n_train, -1).double()
             Xa = torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], dim=1)
             args.lr = float(data.n_train / (2 * torch.linalg.matrix_norm(Xa, ord=2) ** 2))
         else:
-            args.lr = 1e-3 if args.optimizer == "adam" else 0.05
+            args.lr = 1e-3 if args.optimizer == "adam" else 0.1
     if args.epochs is None:
         args.epochs = 3000 if args.batch_size is None else 20
     args.convex = convex
@@ -502,9 +506,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_batch, default="auto", metavar="B",
                    help="mini-batch size, or 'full' for full-batch proximal gradient "
                         "(default 128; full for a linear regression model)")
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 0.1 for sgd, 1e-3 for adam; full-batch linear: 1/L)")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default=None)
-    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--momentum", type=float, default=None,
+                   help="heavy-ball momentum of --optimizer sgd (default 0.9 mini-batch, "
+                        "0 full batch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where training runs (default: cuda when available)")

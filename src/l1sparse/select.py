@@ -200,7 +200,7 @@ class Solver(Protocol):
 
     def layer_names(self) -> list[str]: ...
     def reset(self) -> None: ...
-    def solve(self, lambdas: dict[str, float], epochs: int) -> int: ...
+    def solve(self, lambdas: dict[str, float], epochs: float) -> float: ...
     def characterize(self, lambdas: dict[str, float]) -> Characterization: ...
     def nnz(self) -> dict[str, int]: ...
     def state(self) -> dict: ...
@@ -253,20 +253,23 @@ class TrainingSolver:
                      batch_size=self.batch_size, generator=self.generator,
                      epoch_offset=self.epochs_done, **kwargs)
 
-    def solve(self, lambdas: dict[str, float], epochs: int) -> int:
+    def solve(self, lambdas: dict[str, float], epochs: float) -> float:
         n = self.X.shape[0]
         set_group_l1(self.optimizer, {k: lambda_per_sample(v, n) for k, v in lambdas.items()})
         if self.schedule_epochs is None:
             result = self._train(epochs, tol=self.tol)
             self.epochs_done += result.epochs
             return result.epochs
-        for _ in range(epochs):  # one epoch at a time, to set the scheduled learning rate
+        left = epochs
+        while left > 1e-9:  # at most one epoch at a time, to set the scheduled learning rate
+            piece = min(1.0, left)
             progress = min(1.0, self.epochs_done / self.schedule_epochs)
             scale = self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr * scale
-            self._train(1)
-            self.epochs_done += 1
+            self._train(piece)
+            self.epochs_done += piece
+            left -= piece
         return epochs
 
     def characterize(self, lambdas: dict[str, float]) -> Characterization:
@@ -306,7 +309,7 @@ class OuterRecord:
     loss: float  # full-data summed fidelity at the end of the iteration
     objective: float
     max_violation: float
-    epochs: int
+    epochs: float
     seconds: float
 
     def as_row(self) -> dict:
@@ -327,7 +330,7 @@ class SelectionResult:
     distance: list[float]  # per scope, weights off the target at the returned model
     nnz: dict[str, int]
     history: list[OuterRecord] = field(default_factory=list)
-    epochs_total: int = 0
+    epochs_total: float = 0.0
     seconds: float = 0.0
 
     @classmethod
@@ -459,7 +462,7 @@ class SelectionState:
     history: list[OuterRecord] = field(default_factory=list)
     best: tuple | None = None  # (distance, lambdas, nnz, solver state) of the returned model
     hit: OuterRecord | None = None  # the search iteration that met the target
-    epochs_total: int = 0
+    epochs_total: float = 0.0
     seconds: float = 0.0  # wall time of the iterations done so far
     # refinement (retrain mode): probes towards each end of the interval meeting the target
     side: str = "low"
@@ -522,8 +525,9 @@ def select_lambda(
         and the run ends once at least ``epochs`` epochs are done and the target is met.
     epochs : int
         Length of one full training.
-    warm_chunk : int, optional
-        Epochs between λ updates in warm mode. Default ``max(1, epochs // 10)``.
+    warm_chunk : float, optional
+        Epochs between λ updates in warm mode. Default ``epochs / 10`` for mini-batch
+        training, ``max(1, epochs // 10)`` full-batch.
     max_outer : int
         Limit on search iterations (refinement probes come on top, at most ``2·refine + 1``).
     lam_init : dict, optional
@@ -560,7 +564,7 @@ def select_lambda(
         if int(v) != v or v < 1:
             raise ValueError(f"The '{what}' parameter must be a positive integer. Got {v}.")
     warm = mode == "warm"
-    chunk = warm_chunk or max(1, epochs // 10)
+    chunk = warm_chunk or (epochs / 10 if solver_batches(solver) else max(1, epochs // 10))
     if max_step is None and warm:
         max_step = 1.4
     if bracket_memory is None and (warm or target.per_layer):
@@ -668,6 +672,11 @@ def _update(state: SelectionState, target: Target, record: OuterRecord,
     return new
 
 
+def solver_batches(solver: Solver) -> bool:
+    """Whether the solver trains on mini-batches (and so can stop within an epoch)."""
+    return getattr(solver, "batch_size", None) is not None
+
+
 def _scalar(lambdas: dict[str, float]) -> float:
     return next(iter(lambdas.values()))
 
@@ -690,9 +699,9 @@ def fit_sparse(
     tol: float | None = None,
     mode: str = "warm",
     epochs: int = 20,
-    optimizer: str = "adam",
-    lr: float = 1e-3,
-    momentum: float = 0.0,
+    optimizer: str = "sgd",
+    lr: float = 0.1,
+    momentum: float = 0.9,
     batch_size: int | None = 128,
     seed: int = 0,
     device: str | torch.device | None = None,

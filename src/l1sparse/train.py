@@ -49,7 +49,8 @@ class DivergenceError(FloatingPointError):
 
 @dataclass
 class EpochRecord:
-    epoch: int
+    epoch: float  # epochs done at the end of this record (fractional for a partial pass)
+    fraction: float  # share of a full pass this record covers
     objective: float  # fidelity + penalty, summed scale
     fidelity: float  # Σ of the batch losses seen during the epoch (exact L for full batch;
     # this rank's share of it in data-parallel training)
@@ -64,8 +65,9 @@ class TrainResult:
     stopped: str = "max_epochs"  # or "converged"
 
     @property
-    def epochs(self) -> int:
-        return len(self.history)
+    def epochs(self) -> float:
+        """Passes over the data (a partial last pass counts by its fraction)."""
+        return sum(r.fraction for r in self.history)
 
 
 def make_optimizer(
@@ -102,13 +104,16 @@ def optimizer_lambdas(optimizer: torch.optim.Optimizer, n_samples: int) -> dict[
             if g.get("name", UNPENALISED_GROUP) != UNPENALISED_GROUP}
 
 
-def _batches(n: int, batch_size: int | None, generator: torch.Generator | None):
+def _batches(n: int, batch_size: int | None, generator: torch.Generator | None,
+             fraction: float = 1.0):
+    """Index batches of one epoch (a fresh permutation), or its first ``fraction`` of them."""
     if batch_size is None or batch_size >= n:
         yield None
         return
     order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+    n_batches = math.ceil(n / batch_size)
+    for b in range(max(1, round(fraction * n_batches))):
+        yield order[b * batch_size:(b + 1) * batch_size]
 
 
 def train(
@@ -118,7 +123,7 @@ def train(
     optimizer: torch.optim.Optimizer,
     *,
     task: str,
-    epochs: int,
+    epochs: float,
     batch_size: int | None = None,
     tol: float = 0.0,
     generator: torch.Generator | None = None,
@@ -136,8 +141,9 @@ def train(
     optimizer : torch.optim.Optimizer
         Usually from :func:`make_optimizer`; λ_k are read from its groups (``l1 · N``).
     task : {"regression", "classification"}
-    epochs : int
-        Maximum number of passes over the data.
+    epochs : float
+        Maximum number of passes over the data. A fractional last pass (mini-batch only) takes
+        that fraction of a fresh permutation's batches: λ can then be changed within an epoch.
     batch_size : int, optional
         ``None`` (default) for full-batch proximal gradient, the paper's algorithm.
     tol : float, default 0
@@ -161,8 +167,10 @@ def train(
         that epoch, so no NaN is ever left in the model.
     """
     check_task(task)
-    if int(epochs) != epochs or epochs < 0:
-        raise ValueError(f"The 'epochs' parameter must be an integer >= 0. Got {epochs}.")
+    if not (math.isfinite(epochs) and epochs >= 0) or (batch_size is None
+                                                         and int(epochs) != epochs):
+        raise ValueError(f"The 'epochs' parameter must be a number >= 0 (an integer for "
+                         f"full-batch training). Got {epochs}.")
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
         raise ValueError(f"The 'batch_size' parameter must be a positive integer. Got {batch_size}.")
     n = X.shape[0]
@@ -171,12 +179,13 @@ def train(
     rank, world = shard if shard is not None else (0, 1)
     result = TrainResult()
     previous = math.inf
-    for epoch in range(int(epochs)):
+    for epoch in range(math.ceil(epochs)):
+        fraction = min(1.0, epochs - epoch)
         t0 = time.perf_counter()
         snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.train()
         seen = torch.zeros((), dtype=torch.float64, device=X.device)
-        for idx in _batches(n, batch_size, generator):
+        for idx in _batches(n, batch_size, generator, fraction):
             if idx is not None and idx.device != X.device:
                 idx = idx.to(X.device, non_blocking=True)
             xb, yb = (X, y) if idx is None else (X[idx], y[idx])
@@ -200,7 +209,7 @@ def train(
             )
         norms = l1_norms(core)
         pen = sum(lambdas.get(k, 0.0) * v for k, v in norms.items())
-        record = EpochRecord(epoch_offset + epoch + 1, fid + pen, fid, pen,
+        record = EpochRecord(epoch_offset + epoch + fraction, fraction, fid + pen, fid, pen,
                              nnz_per_layer(core), time.perf_counter() - t0)
         result.history.append(record)
         if callback is not None:
