@@ -34,7 +34,6 @@ import math
 import os
 import urllib.error
 import urllib.request
-import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
