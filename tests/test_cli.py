@@ -180,3 +180,15 @@ def test_export_and_inspect_a_fitted_model(cls_file, tmp_path, capsys):
     assert int(fc1.split()[2]) == result["layers"][0]["nnz"]
     assert f"{result['lambda']:.5g}" in fc1
     assert "first-order conditions" in printed
+
+
+def test_debias_keeps_the_zeros_and_records_the_l1_solution(cls_file, tmp_path):
+    out = tmp_path / "debiased"
+    code = main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "64,32",
+                 "--target-sparsity", "0.9", "--batch-size", "64", "--debias-epochs", "2",
+                 "--quiet", "--out", str(out)])
+    result = json.loads((out / "result.json").read_text())
+    assert code == 0 and result["debias"]["epochs"] == 2
+    assert abs(result["zero_fraction"] - 0.9) <= 0.005  # the support did not change
+    assert set(result["debias"]["l1_solution"]) == {"train_metric", "test_metric"}
+    assert result["train_metric"] >= result["debias"]["l1_solution"]["train_metric"] - 0.01

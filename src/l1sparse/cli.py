@@ -249,7 +249,7 @@ def _target(args, model):
 CHECKPOINT = "checkpoint.pt"
 _FINGERPRINT_KEYS = ("data", "task", "hidden", "activation", "target_sparsity", "target_nnz",
                      "layer_sparsity", "tol", "epochs", "batch_size", "lr", "optimizer",
-                     "momentum", "mode", "seed", "max_outer")
+                     "momentum", "mode", "seed", "max_outer", "debias_epochs")
 
 
 def _fingerprint(args) -> dict:
@@ -277,7 +277,8 @@ def _load_checkpoint(path: Path, args):
 
 
 def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_from,
-                       interrupted: bool = False, world: int = 1) -> dict:
+                       interrupted: bool = False, world: int = 1,
+                       debiased: dict | None = None) -> dict:
     from .export import save_model
     from .losses import METRIC_NAMES
     from .penalty import lambda_per_sample
@@ -309,6 +310,7 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
         "mode": args.mode,
         "resumed_from_iteration": resumed_from,
         "interrupted": interrupted,
+        "debias": debiased,
         "world_size": world,
         "settings": {**_fingerprint(args), "n_train": n},
         "version": __version__,
@@ -408,10 +410,22 @@ def _fit(args, *, rank: int, world: int) -> int:
         return EXIT_INTERRUPTED
     if bar is not None:
         bar.close()
+    debiased = None
+    if args.debias_epochs > 0 and result.converged:
+        from .train import debias
+
+        before_train, before_test = _metrics(model, data)
+        t0 = time.perf_counter()
+        debias(model, solver.X, solver.y, task=data.task, epochs=args.debias_epochs,
+               lr=args.lr / 10, optimizer=args.optimizer, batch_size=args.batch_size,
+               generator=torch.Generator().manual_seed(args.seed))
+        debiased = {"epochs": args.debias_epochs, "lr": args.lr / 10,
+                    "seconds": time.perf_counter() - t0,
+                    "l1_solution": {"train_metric": before_train, "test_metric": before_test}}
     if not main_rank:
         return EXIT_OK if result.converged else EXIT_NOT_MET
     summary = _write_fit_results(out, args, data, model, target, result,
-                                 resumed_from=resumed_from, world=world)
+                                 resumed_from=resumed_from, world=world, debiased=debiased)
     if not args.quiet:
         met = "met" if result.converged else f"NOT met (off by {result.distance} weights)"
         test_m = summary["test_metric"]
@@ -565,6 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 0.005), a count with --target-nnz (default 0.5%% of weights)")
     p.add_argument("--mode", choices=["warm", "retrain"], default="warm")
     p.add_argument("--max-outer", type=int, default=40)
+    p.add_argument("--debias-epochs", type=float, default=0, metavar="K",
+                   help="after the target is met, fine-tune the surviving weights for K epochs "
+                        "with the zeros fixed and no penalty (lr/10); result.json keeps the "
+                        "l1 solution's metrics under 'debias'")
     p.add_argument("--out", default=None, metavar="DIR")
     p.add_argument("--resume", action="store_true",
                    help="continue from DIR/checkpoint.pt (written after every outer iteration)")
