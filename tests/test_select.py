@@ -144,3 +144,18 @@ def test_network_target_with_the_default_optimizer():
     assert result.converged
     assert abs(result.target.attained(result.nnz) - 0.9) <= 0.005
     assert float((net(X).argmax(1) == y).float().mean()) > 0.8
+
+
+def test_gradient_subsample_is_an_unbiased_scaled_estimate():
+    X, y = _classification(n=2000)
+    net = mlp(20, [16], 4, seed=0)
+    full = TrainingSolver(net, X, y, task="classification", batch_size=64)
+    sub = TrainingSolver(net, X, y, task="classification", batch_size=64, grad_samples=2000)
+    lam = {"fc1": 1.0, "fc2": 1.0}
+    a, b = full.characterize(lam), sub.characterize(lam)  # a "subset" of all N: the same
+    torch.testing.assert_close(a.gamma_sorted(), b.gamma_sorted(), rtol=1e-5, atol=1e-5)
+    half = TrainingSolver(net, X, y, task="classification", batch_size=64, grad_samples=1000)
+    c = half.characterize(lam)
+    assert c.loss == pytest.approx(a.loss, rel=0.1)  # scaled by N/m to the summed scale
+    with pytest.raises(ValueError, match="'grad_samples'"):
+        TrainingSolver(net, X, y, task="classification", grad_samples=0)

@@ -33,7 +33,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from .characterize import Characterization, characterize
+from .characterize import Characterization, characterize, full_gradient
 from .penalty import layer_names, penalised_layers, set_group_l1, lambda_per_sample
 from .sparsity import nnz_per_layer
 from .train import make_optimizer, train
@@ -216,13 +216,19 @@ class TrainingSolver:
     With ``schedule_epochs`` set, the learning rate follows a cosine from ``lr`` down to
     ``lr · lr_final`` over that many epochs (counted from the last reset) and stays there: the
     stochastic steps then settle, and so does the count of nonzeros.
+
+    With ``grad_samples`` set, the gradient magnitudes that steer λ are estimated on a fixed
+    random subset of that many samples, scaled by N/m (an unbiased estimate of the summed-loss
+    gradient), instead of a pass over all N: on Fashion-MNIST a full pass costs about 0.7 of a
+    training epoch, paid at every outer iteration.
     """
 
     def __init__(self, model: nn.Module, X: Tensor, y: Tensor, *, task: str,
                  optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0,
                  batch_size: int | None = 128, tol: float = 0.0, seed: int = 0,
                  schedule_epochs: int | None = None, lr_final: float = 0.05,
-                 grad_batch_size: int = 8192, device: str | torch.device | None = None) -> None:
+                 grad_batch_size: int = 8192, grad_samples: int | None = None,
+                 device: str | torch.device | None = None) -> None:
         if device is not None:
             # model and data live on the device for the whole run: no host round trips
             model.to(device)
@@ -232,6 +238,14 @@ class TrainingSolver:
         self.batch_size, self.tol, self.seed = batch_size, tol, seed
         self.grad_batch_size = grad_batch_size
         self.schedule_epochs, self.lr_final = schedule_epochs, lr_final
+        self.grad_samples = grad_samples
+        if grad_samples is not None:
+            if int(grad_samples) != grad_samples or grad_samples < 1:
+                raise ValueError("The 'grad_samples' parameter must be a positive integer. "
+                                 f"Got {grad_samples}.")
+            gen = torch.Generator().manual_seed(seed + 1)
+            self._grad_idx = torch.randperm(X.shape[0], generator=gen)[:grad_samples].to(
+                X.device)
         self._initial = copy.deepcopy(model.state_dict())
         self.reset()
 
@@ -274,8 +288,19 @@ class TrainingSolver:
 
     def characterize(self, lambdas: dict[str, float]) -> Characterization:
         self.model.eval()
+        n = self.X.shape[0]
+        m = self.grad_samples
+        if m is None or m >= n:
+            return characterize(self.model, self.X, self.y, task=self.task, lambdas=lambdas,
+                                batch_size=self.grad_batch_size)
+        # an unbiased estimate of the summed-loss gradient from a fixed random subset
+        grad = full_gradient(self.model, self.X[self._grad_idx], self.y[self._grad_idx],
+                             task=self.task, batch_size=self.grad_batch_size)
+        for g in [*grad.weights.values(), *grad.others.values()]:
+            g.mul_(n / m)
+        grad.loss *= n / m
         return characterize(self.model, self.X, self.y, task=self.task, lambdas=lambdas,
-                            batch_size=self.grad_batch_size)
+                            gradient=grad)
 
     def nnz(self) -> dict[str, int]:
         return nnz_per_layer(self.model)
@@ -705,6 +730,7 @@ def fit_sparse(
     batch_size: int | None = 128,
     seed: int = 0,
     device: str | torch.device | None = None,
+    grad_samples: int | None = None,
     **select_kwargs,
 ) -> SelectionResult:
     """Train ``model`` in place so that it meets a sparsity target; return the selection.
@@ -729,5 +755,5 @@ def fit_sparse(
     solver = TrainingSolver(model, X, y, task=task, optimizer=optimizer, lr=lr,
                             momentum=momentum, batch_size=batch_size, seed=seed,
                             schedule_epochs=epochs if batch_size is not None else None,
-                            device=device)
+                            device=device, grad_samples=grad_samples)
     return select_lambda(solver, target, mode=mode, epochs=epochs, **select_kwargs)
