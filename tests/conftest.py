@@ -27,3 +27,14 @@ def lasso_problem():
     w[:5] = [3.0, -2.0, 1.5, 1.0, -0.5]
     y = X @ w + 0.5 * g.standard_normal(n) + 1.0
     return X, y
+
+
+@pytest.fixture(scope="session")
+def cls_file(tmp_path_factory):
+    """A 4-class problem in 20 dimensions as an .npz: 1,000 training and 200 test samples."""
+    g = np.random.default_rng(0)
+    X = g.standard_normal((1200, 20)).astype(np.float32)
+    y = (X @ g.standard_normal((20, 4)) + 0.3 * g.standard_normal((1200, 4))).argmax(1)
+    path = tmp_path_factory.mktemp("data") / "cls.npz"
+    np.savez(path, X_train=X[:1000], y_train=y[:1000], X_test=X[1000:], y_test=y[1000:])
+    return path

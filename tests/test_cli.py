@@ -16,16 +16,6 @@ RESULT_KEYS = {"lambda", "lambda_per_sample", "target", "nnz", "total", "zero_fr
 
 
 @pytest.fixture(scope="module")
-def cls_file(tmp_path_factory):
-    g = np.random.default_rng(0)
-    X = g.standard_normal((1200, 20)).astype(np.float32)
-    y = (X @ g.standard_normal((20, 4)) + 0.3 * g.standard_normal((1200, 4))).argmax(1)
-    path = tmp_path_factory.mktemp("data") / "cls.npz"
-    np.savez(path, X_train=X[:1000], y_train=y[:1000], X_test=X[1000:], y_test=y[1000:])
-    return path
-
-
-@pytest.fixture(scope="module")
 def linear_csv(tmp_path_factory):
     g = np.random.default_rng(1)
     X = g.standard_normal((150, 10))

@@ -5,21 +5,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
 from l1sparse.export import load
-
-
-@pytest.fixture(scope="module")
-def cls_file(tmp_path_factory):
-    g = np.random.default_rng(0)
-    X = g.standard_normal((1280, 20)).astype(np.float32)
-    y = (X @ g.standard_normal((20, 4)) + 0.3 * g.standard_normal((1280, 4))).argmax(1)
-    path = tmp_path_factory.mktemp("data") / "cls.npz"
-    np.savez(path, X_train=X[:1000], y_train=y[:1000], X_test=X[1000:], y_test=y[1000:])
-    return path
 
 
 def _run(launcher, args, timeout=240):
