@@ -232,11 +232,21 @@ def cmd_train(args) -> int:
     X, y = data.X_train.to(device), data.y_train.to(device)
     opt = make_optimizer(model, args.optimizer, lr=args.lr, lambdas=lambdas,
                          n_samples=data.n_train, momentum=args.momentum)
+    bar = _progress_bar(args, desc="epochs", unit="ep", total=args.epochs)
+
+    def progress(record):
+        if bar is not None:
+            bar.set_postfix_str(f"objective={record.objective:.4g} "
+                                f"nnz={sum(record.nnz.values())}")
+            bar.update(record.fraction)
+
     t0 = time.perf_counter()
-    result = train(model, X, y, opt, task=data.task, epochs=args.epochs,
+    result = train(model, X, y, opt, task=data.task, epochs=args.epochs, callback=progress,
                    batch_size=args.batch_size, tol=args.stop_tol,
                    generator=torch.Generator().manual_seed(args.seed))
     seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
     train_m, test_m = _metrics(model, data)
     report = characterize(model, X, y, task=data.task, lambdas=lambdas)
     name = METRIC_NAMES[data.task]
