@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-compare bench-compare-full bench-step clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
+# A first look (minutes): selection cost on mnist-5k, then the side-by-side quick comparison.
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/selection.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/compare.py --quick
+
+bench-compare: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/compare.py --quick
+
+# Full Fashion-MNIST, LeNet-300-100, 90/95/98 % zeros (about 10-60 minutes here).
+bench-compare-full: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/compare.py
+
+bench-step: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/step_bench.py --write
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
