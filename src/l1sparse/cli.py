@@ -177,8 +177,9 @@ def _linear_defaults(args, data, model) -> None:
     if args.epochs is None:
         args.epochs = 3000 if args.batch_size is None else 20
     if getattr(args, "grad_samples", None) == "auto":
-        # a full-data gradient costs ~0.7 epoch; past 20k samples a 10k subsample steers λ
-        args.grad_samples = 10_000 if data.n_train > 20_000 else None
+        from .select import auto_grad_samples
+
+        args.grad_samples = auto_grad_samples(data.n_train)
     args.convex = convex
 
 

@@ -194,7 +194,8 @@ def train(
                 xb, yb = xb[rank::world], yb[rank::world]
             else:
                 scale = 1.0 / xb.shape[0]
-            optimizer.zero_grad(set_to_none=True)
+            # keep the gradient buffers: a fresh fc1-sized gradient every step costs page faults
+            optimizer.zero_grad(set_to_none=False)
             local_sum = fidelity(model(xb), yb, task, reduction="sum")
             (local_sum * scale).backward()
             optimizer.step()
