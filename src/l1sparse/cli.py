@@ -642,10 +642,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["regression", "classification"], default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_inspect)
+
+    from .experiments.run import add_parser as add_reproduce
+
+    add_reproduce(sub)
     return parser
 
 
-REQUIRED = {"fit": ("data", "task", "out"), "train": ("task",), "export": (), "inspect": ()}
+REQUIRED = {"fit": ("data", "task", "out"), "train": ("task",), "export": (), "inspect": (),
+            "reproduce": ()}
 
 
 def _apply_config(parser: argparse.ArgumentParser, args, argv) -> argparse.Namespace:

@@ -1,0 +1,282 @@
+"""Pieces shared by the experiments: result tables, the warm-started λ path, small helpers.
+
+A :class:`Table` is what a reader of the paper looks for: named columns, one row per run, a
+caption that states every hyperparameter. It renders as Markdown and CSV. A :class:`PathPoint`
+is one point of a warm-started λ path (nnz per layer against λ), used both for the
+"nonzeros against λ" figure and to start each selection on the dense side of its target.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..select import OuterRecord, SelectionResult, TrainingSolver
+
+__all__ = [
+    "Column",
+    "PathPoint",
+    "Run",
+    "Table",
+    "fmt_value",
+    "history_points",
+    "lambda_path",
+    "path_start",
+    "path_start_per_layer",
+    "subsample",
+]
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a :class:`Table`: the row key, the printed header and a number format."""
+
+    key: str
+    header: str
+    fmt: str = "{}"
+
+
+def fmt_value(value: Any, fmt: str = "{}") -> str:
+    """A cell as text: ``—`` for a missing value, lists joined with ``/``."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "**NO**"
+    if isinstance(value, (list, tuple)):
+        return " / ".join(fmt_value(v, fmt) for v in value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+@dataclass
+class Table:
+    """A result table: ``key`` ("T1"…), a title, a caption, columns and rows (dicts)."""
+
+    key: str
+    title: str
+    caption: str
+    columns: list[Column]
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def slug(self) -> str:
+        return self.key.lower()
+
+    def to_markdown(self) -> str:
+        head = "| " + " | ".join(c.header for c in self.columns) + " |"
+        rule = "|" + "|".join("---:" if i else "---" for i in range(len(self.columns))) + "|"
+        body = ["| " + " | ".join(fmt_value(row.get(c.key), c.fmt) for c in self.columns) + " |"
+                for row in self.rows]
+        return "\n".join([head, rule, *body])
+
+    def to_csv(self) -> str:
+        """Full-precision values; lists (per-layer values) joined with ``;``."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow([c.key for c in self.columns])
+        for row in self.rows:
+            cells = []
+            for c in self.columns:
+                v = row.get(c.key)
+                if v is None:
+                    cells.append("")
+                elif isinstance(v, (list, tuple)):
+                    cells.append(";".join(repr(x) if isinstance(x, float) else str(x) for x in v))
+                elif isinstance(v, float):
+                    cells.append(repr(v))
+                else:
+                    cells.append(str(v))
+            writer.writerow(cells)
+        return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Run:
+    """One trained network of an experiment, kept in memory for the later tables and figures.
+
+    ``label`` names it in figures ("90 % zeros", "dense", "per layer"); ``selection`` is
+    ``None`` for the dense reference.
+    """
+
+    table: str
+    label: str
+    model: nn.Module
+    lambdas: dict[str, float]
+    selection: SelectionResult | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def history_points(selection: SelectionResult) -> list[tuple[float, int]]:
+    """(λ, nnz) of every outer iteration of a single-λ selection."""
+    out = []
+    for record in selection.history:
+        lam = next(iter(record.lambdas.values()))
+        out.append((lam, record.nnz_total))
+    return out
+
+
+# --------------------------------------------------------------------------- the λ path
+
+
+@dataclass
+class PathPoint:
+    """The network after ``epochs`` epochs at ``lam`` (warm-started from the previous point)."""
+
+    lam: float
+    nnz: dict[str, int]
+    total: dict[str, int]
+    loss: float  # full-data summed fidelity
+    metric: float | None  # test metric, when a test set was given
+    seconds: float
+    state: dict | None = field(default=None, repr=False)
+
+    @property
+    def nnz_total(self) -> int:
+        return sum(self.nnz.values())
+
+    @property
+    def zero_fraction(self) -> float:
+        return 1.0 - self.nnz_total / sum(self.total.values())
+
+
+def lambda_path(
+    model: nn.Module,
+    X: Tensor,
+    y: Tensor,
+    *,
+    task: str,
+    lam_start: float,
+    factor: float,
+    epochs: int,
+    stop_zero_fraction: float,
+    max_points: int = 40,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    batch_size: int | None = 128,
+    seed: int = 0,
+    evaluate: Callable[[nn.Module], float] | None = None,
+    keep_states: bool = True,
+) -> list[PathPoint]:
+    """Warm-started path of increasing λ, from ``lam_start`` by ``factor``, same λ all layers.
+
+    Each point continues from the previous weights for ``epochs`` epochs at constant learning
+    rate. The path stops once the zero fraction reaches ``stop_zero_fraction`` or after
+    ``max_points`` points. Going *up* in λ matters for networks: weights pruned by a too-large
+    λ cannot come back once whole units are cut off (their gradient is exactly zero), so a
+    network is best sparsified from the dense side.
+
+    ``model`` is trained in place; with ``keep_states`` every point keeps a copy of the weights
+    (small networks only).
+    """
+    if not (lam_start > 0 and factor > 1 and epochs >= 1):
+        raise ValueError("lambda_path needs lam_start > 0, factor > 1 and epochs >= 1; got "
+                         f"lam_start={lam_start}, factor={factor}, epochs={epochs}.")
+    solver = TrainingSolver(model, X, y, task=task, optimizer=optimizer, lr=lr,
+                            batch_size=batch_size, seed=seed)
+    names = solver.layer_names()
+    totals = {name: m.weight.numel() for name, m in model.named_modules() if name in names}
+    points: list[PathPoint] = []
+    lam = lam_start
+    for _ in range(max_points):
+        t0 = time.perf_counter()
+        lambdas = {n: lam for n in names}
+        solver.solve(lambdas, epochs)
+        report = solver.characterize(lambdas)
+        model.eval()
+        point = PathPoint(lam=lam, nnz=solver.nnz(), total=totals, loss=report.loss,
+                          metric=evaluate(model) if evaluate is not None else None,
+                          seconds=time.perf_counter() - t0,
+                          state=copy.deepcopy(model.state_dict()) if keep_states else None)
+        points.append(point)
+        log.info("path: lambda=%.4g nnz=%d zero fraction=%.4f", lam, point.nnz_total,
+                 point.zero_fraction)
+        if point.zero_fraction >= stop_zero_fraction:
+            break
+        lam *= factor
+    return points
+
+
+def path_start(points: Sequence[PathPoint], target_nnz: float,
+               layers: Sequence[str] | None = None) -> tuple[float, int | None]:
+    """Where to start a selection for ``target_nnz`` nonzeros (over ``layers``, default all).
+
+    Returns ``(λ_init, index)``: λ interpolated log-linearly in (λ, nnz) between the last path
+    point denser than the target and the first one at least as sparse, and the index of that
+    denser point, whose weights the selection starts from (``None``: start from the weights
+    before the path, every point being already too sparse).
+    """
+    def count(p: PathPoint) -> int:
+        return sum(p.nnz[n] for n in (layers or p.nnz))
+
+    for i, p in enumerate(points):
+        if count(p) <= target_nnz:
+            if i == 0:
+                return p.lam, None
+            q = points[i - 1]
+            hi, lo = count(q), count(p)
+            if hi <= lo or lo <= 0:
+                return math.sqrt(q.lam * p.lam), i - 1
+            t = (math.log(hi) - math.log(max(target_nnz, 1.0))) / (math.log(hi) - math.log(lo))
+            return math.exp(math.log(q.lam) + t * (math.log(p.lam) - math.log(q.lam))), i - 1
+    last = points[-1]
+    return last.lam * 2, len(points) - 1
+
+
+def path_start_per_layer(points: Sequence[PathPoint], targets: dict[str, float]
+                         ) -> tuple[dict[str, float], int | None]:
+    """Per-layer version of :func:`path_start`: λ_k from each layer's own curve along the
+    path, and the last point at which *every* layer is still denser than its target (``None``:
+    the weights before the path)."""
+    lams, indices = {}, []
+    for name, nnz in targets.items():
+        lams[name], index = path_start(points, nnz, layers=[name])
+        indices.append(-1 if index is None else index)
+    start = min(indices)
+    return lams, None if start < 0 else start
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def subsample(X: Tensor, y: Tensor, n: int | None, seed: int) -> tuple[Tensor, Tensor]:
+    """``n`` rows of ``(X, y)`` drawn without replacement from ``seed`` (all rows if ``None``)."""
+    if n is None or n >= X.shape[0]:
+        return X, y
+    idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    idx = idx.sort().values
+    return X[idx], y[idx]
+
+
+def progress_logger(prefix: str, sink: Callable[[str], None] | None
+                    ) -> Callable[[OuterRecord], None]:
+    """A selection callback that forwards one line per outer iteration to ``sink``."""
+    def callback(record: OuterRecord) -> None:
+        lam = ",".join(f"{v:.4g}" for v in record.lambdas.values())
+        line = (f"{prefix} outer {record.iteration:>3} lambda={lam} nnz={record.nnz_total} "
+                f"met={record.met}")
+        log.debug(line)
+        if sink is not None:
+            sink(line)
+    return callback
