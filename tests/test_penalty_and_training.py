@@ -152,10 +152,10 @@ def test_debias_keeps_the_support_and_lowers_the_loss():
           generator=torch.Generator().manual_seed(0))
     support = {n: (m.weight != 0).clone() for n, m in (("fc1", net.fc1), ("fc2", net.fc2))}
     assert 0 < int(support["fc1"].sum()) < support["fc1"].numel()
-    before = float(fidelity(net(X), y, "regression"))
+    before = fidelity(net(X), y, "regression").item()
     debias(net, X, y, task="regression", epochs=20, lr=1e-2, batch_size=32,
            generator=torch.Generator().manual_seed(0))
-    after = float(fidelity(net(X), y, "regression"))
+    after = fidelity(net(X), y, "regression").item()
     for name, m in (("fc1", net.fc1), ("fc2", net.fc2)):
         assert torch.equal(m.weight != 0, support[name])
     assert after < before

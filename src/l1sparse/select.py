@@ -457,7 +457,8 @@ def _between(gamma: Tensor, k: int) -> float:
 
 
 def _initial_lambdas(solver: Solver, target: Target) -> dict[str, float]:
-    """λ_0 per scope: the l*-th largest gradient magnitude at the initial weights."""
+    """λ_0 per scope: between the l*-th and (l*+1)-th largest gradient magnitudes at the
+    initial weights (the first-order guess: those l* weights would be the ones to move)."""
     report = solver.characterize({n: 0.0 for n in solver.layer_names()})
     lambdas = {}
     for s in target.scopes:
