@@ -116,6 +116,9 @@ def build(seed: int) -> dict[str, tuple[torch.optim.Optimizer, str]]:
     out["ProxAdam l1=0"] = (ProxAdam(param_groups(n, zero), lr=1e-3), "torch Adam foreach (4 groups)")
     n = _net_with_grads(seed)
     out["ProxAdam l1>0"] = (ProxAdam(param_groups(n, l1), lr=1e-3), "torch Adam foreach (4 groups)")
+    n = _net_with_grads(seed)
+    out["ProxAdam l1>0 compiled prox"] = (ProxAdam(param_groups(n, l1), lr=1e-3, compile=True),
+                                          "torch Adam foreach (4 groups)")
     return out
 
 

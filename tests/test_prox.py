@@ -142,3 +142,23 @@ def test_bad_hyperparameters_are_rejected(kw, match):
     net = mlp(3, [], 1)
     with pytest.raises(ValueError, match=match):
         ProxSGD(net.parameters(), **{"lr": 0.1, **kw})
+
+
+def test_compiled_prox_adam_matches_the_eager_one():
+    pytest.importorskip("torch._inductor")
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        net = mlp(10, [20], 3, seed=0)
+        opt = ProxAdam(param_groups(net, resolve_lambdas(net, layer_lam=[0.01, 0.02])), lr=0.05,
+                       compile=compiled)
+        x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
+        for _ in range(5):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        results.append([p.detach().clone() for p in net.parameters()])
+    for eager, fused in zip(*results):
+        assert torch.equal(eager == 0, fused == 0)  # the same exact zeros
+        torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
+    assert any(int((p == 0).sum()) > 0 for p in results[1])

