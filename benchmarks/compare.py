@@ -35,12 +35,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import inspect
 import logging
 import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -58,6 +55,8 @@ from l1sparse.models import mlp
 from l1sparse.select import TrainingSolver, fit_sparse
 from l1sparse.sparsity import sparsity
 from l1sparse.train import debias, make_optimizer
+
+from _machine import machine_description  # noqa: E402 - run as a script from benchmarks/
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METHODS = ("warm", "warm+debias", "warm-sub", "retrain", "prune-finetune", "gmp", "grid")
@@ -88,40 +87,6 @@ class Row:
 
     def distance_pp(self) -> float | None:
         return None if self.target is None else 100 * abs(self.zero_fraction - self.target)
-
-
-def machine_description(threads: int) -> dict[str, str]:
-    model, cores = "unknown", None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == "unknown":
-                    model = value.strip()
-                elif key.strip() == "cpu cores" and cores is None:
-                    cores = value.strip()
-    except OSError:
-        model = platform.processor() or "unknown"
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "CPU (/proc/cpuinfo model name)": model,
-        "cores (/proc/cpuinfo cpu cores)": cores or "n/a",
-        "logical CPUs usable (sched_getaffinity)": str(usable),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads (torch.set_num_threads)": str(threads),
-        "date": datetime.datetime.now().isoformat(timespec="minutes"),
-        "l1sparse source (git describe)": _git_describe(),
-    }
-
-
-def _git_describe() -> str:
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "n/a"
-    except (OSError, subprocess.SubprocessError):
-        return "n/a"
 
 
 def warm_up(X, y) -> None:

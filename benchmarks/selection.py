@@ -11,9 +11,7 @@ with one training of `--epochs` epochs: `epochs_total / epochs` full trainings.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
@@ -22,15 +20,7 @@ from l1sparse import fit_sparse, mlp
 from l1sparse.data import load_dataset
 from l1sparse.losses import metric
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from _machine import machine_description  # noqa: E402 - run as a script from benchmarks/
 
 
 def main() -> None:
@@ -77,8 +67,10 @@ def main() -> None:
     text = "\n".join([
         "# Cost of the λ selection",
         "",
-        f"{date.today()}, {cpu_model()}, {torch.get_num_threads()} thread(s), torch "
-        f"{torch.__version__}. Data `{args.data}` ({data.n_train} train / {data.n_test} test), "
+        "Machine: " + "; ".join(f"{k}: {v}" for k, v in
+                                machine_description(torch.get_num_threads()).items()) + ".",
+        "",
+        f"Data `{args.data}` ({data.n_train} train / {data.n_test} test), "
         f"MLP {data.n_features}-{args.hidden}-{data.n_outputs}, optimizer {args.optimizer} lr "
         f"{args.lr} momentum {args.momentum}, batch 128, "
         f"one training = {args.epochs} epochs, tolerance {args.tol} (zero fraction).",

@@ -24,9 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -38,32 +36,9 @@ from l1sparse.models import mlp
 from l1sparse.penalty import param_groups
 from l1sparse.prox import ProxAdam, ProxSGD
 
+from _machine import machine_description  # noqa: E402 - run as a script from benchmarks/
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def machine_description(threads: int) -> dict[str, str]:
-    """CPU model and cores from /proc/cpuinfo, torch version, threads."""
-    model, cores = "unknown", None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == "unknown":
-                    model = value.strip()
-                elif key.strip() == "cpu cores" and cores is None:
-                    cores = value.strip()
-    except OSError:
-        model = platform.processor() or "unknown"
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "CPU (/proc/cpuinfo model name)": model,
-        "cores (/proc/cpuinfo cpu cores)": cores or "n/a",
-        "logical CPUs usable (sched_getaffinity)": str(usable),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads (torch.set_num_threads)": str(threads),
-        "date": datetime.datetime.now().isoformat(timespec="minutes"),
-    }
 
 
 def _net_with_grads(seed: int):
