@@ -39,6 +39,7 @@ from torch.nn.utils import prune
 from .losses import check_task, fidelity
 from .penalty import layer_names, penalised_layers
 from .select import TrainingSolver
+from .select import check_fraction as _check_fraction
 from .sparsity import nnz_per_layer
 from .train import DivergenceError, debias, make_optimizer
 
@@ -153,16 +154,6 @@ class GridSearchResult(BaselineResult):
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_fraction(value, what: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"The '{what}' parameter must be a number. Got {value!r}.") from None
-    if not (0.0 <= value < 1.0):
-        raise ValueError(f"The '{what}' parameter must be in [0, 1). Got {value}.")
-    return value
 
 
 def _check_int(value, what: str, low: int) -> int:

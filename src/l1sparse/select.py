@@ -107,7 +107,8 @@ class Target:
         return all(d <= s.tol + 1e-9 for d, s in zip(self.distance(nnz), self.scopes))
 
 
-def _fraction(value, what: str) -> float:
+def check_fraction(value, what: str) -> float:
+    """A zero fraction in [0, 1), or a ValueError naming the parameter."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -165,7 +166,7 @@ def make_target(
 
     def count(v, what: str, cap: int) -> float:
         if kind == "zero_fraction":
-            return (1.0 - _fraction(v, what)) * cap
+            return (1.0 - check_fraction(v, what)) * cap
         try:
             fv = float(v)
         except (TypeError, ValueError):
