@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import os
@@ -116,23 +117,18 @@ def _prepare_out(out: str) -> Path:
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        atomic_write_text(path, "")
-        return
-    fields = list(rows[0])
-    for row in rows[1:]:
-        fields += [k for k in row if k not in fields]
-    lines = []
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
+    """One CSV row per outer iteration; per-layer lists joined with ';'."""
+    fields: list[str] = []
     for row in rows:
-        writer.writerow({k: (";".join(f"{x:g}" for x in v) if isinstance(v, list) else v)
-                         for k, v in row.items()})
-    lines.append(buf.getvalue())
-    atomic_write_text(path, "".join(lines))
+        fields += [k for k in row if k not in fields]
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (";".join(f"{x:g}" for x in v) if isinstance(v, list) else v)
+                             for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------- commands
