@@ -162,3 +162,37 @@ def test_compiled_prox_adam_matches_the_eager_one():
         assert torch.equal(eager == 0, fused == 0)  # the same exact zeros
         torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
     assert any(int((p == 0).sum()) > 0 for p in results[1])
+
+
+@pytest.mark.parametrize("kw", [{"momentum": 0.9}, {"momentum": 0.0},
+                                {"momentum": 0.5, "nesterov": True},
+                                {"momentum": 0.8, "dampening": 0.3, "weight_decay": 1e-3}])
+def test_compiled_prox_sgd_matches_the_eager_one(kw):
+    pytest.importorskip("torch._inductor")
+    results, states = [], []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        net = mlp(10, [20], 3, seed=0)
+        opt = ProxSGD(param_groups(net, resolve_lambdas(net, layer_lam=[0.3, 0.1])), lr=0.1,
+                      momentum=kw["momentum"], nesterov=kw.get("nesterov", False),
+                      compile=compiled)
+        for g in opt.param_groups:  # options ProxSGD's signature leaves to torch's SGD
+            g["dampening"], g["weight_decay"] = kw.get("dampening", 0), kw.get("weight_decay", 0)
+        x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
+        for step in range(6):
+            for g in opt.param_groups:
+                g["lr"] = 0.1 / (1 + step)  # a changing learning rate, as under a schedule
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        results.append([p.detach().clone() for p in net.parameters()])
+        states.append(opt.state_dict()["state"])
+    for eager, fused in zip(*results):
+        assert torch.equal(eager == 0, fused == 0)  # the same exact zeros
+        torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
+    assert any(int((p == 0).sum()) > 0 for p in results[1])
+    assert states[0].keys() == states[1].keys()  # the same momentum buffers, checkpoint-compatible
+    for k in states[0]:
+        for name, value in states[0][k].items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(states[1][k][name], value, rtol=1e-5, atol=1e-6)
