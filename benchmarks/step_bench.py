@@ -106,7 +106,7 @@ def build(seed: int) -> dict[str, tuple[torch.optim.Optimizer, str]]:
     n = _net_with_grads(seed)
     out["ProxAdam l1>0"] = (ProxAdam(param_groups(n, l1), lr=1e-3), "torch Adam foreach (4 groups)")
     n = _net_with_grads(seed)
-    out["ProxAdam l1>0 compiled prox"] = (ProxAdam(param_groups(n, l1), lr=1e-3, compile=True),
+    out["ProxAdam l1>0 compiled"] = (ProxAdam(param_groups(n, l1), lr=1e-3, compile=True),
                                           "torch Adam foreach (4 groups)")
     return out
 

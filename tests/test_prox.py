@@ -144,24 +144,43 @@ def test_bad_hyperparameters_are_rejected(kw, match):
         ProxSGD(net.parameters(), **{"lr": 0.1, **kw})
 
 
-def test_compiled_prox_adam_matches_the_eager_one():
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_compiled_prox_adam_matches_the_eager_one(weight_decay):
     pytest.importorskip("torch._inductor")
-    results = []
+    results, states = [], []
     for compiled in (False, True):
         torch.manual_seed(0)
         net = mlp(10, [20], 3, seed=0)
         opt = ProxAdam(param_groups(net, resolve_lambdas(net, layer_lam=[0.01, 0.02])), lr=0.05,
                        compile=compiled)
+        for g in opt.param_groups:
+            g["weight_decay"] = weight_decay
         x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
-        for _ in range(5):
+        for step in range(5):
+            for g in opt.param_groups:
+                g["lr"] = 0.05 / (1 + step)  # a changing learning rate, as under a schedule
             opt.zero_grad()
             torch.nn.functional.cross_entropy(net(x), y).backward()
             opt.step()
         results.append([p.detach().clone() for p in net.parameters()])
+        states.append(opt.state_dict()["state"])
+    # float32 rounding differs (torch's lerp against β·m + (1 − β)·g, fused multiply-adds), and
+    # Adam's normalisation by √v̂ amplifies it; 1e-5 is still a hundredth of one step (lr 0.05)
     for eager, fused in zip(*results):
         assert torch.equal(eager == 0, fused == 0)  # the same exact zeros
-        torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(fused, eager, rtol=1e-4, atol=1e-5)
     assert any(int((p == 0).sum()) > 0 for p in results[1])
+    _assert_same_state(*states, atol=1e-5)
+
+
+def _assert_same_state(eager: dict, fused: dict, atol: float = 1e-6) -> None:
+    """The same optimizer state (keys, dtypes, values): checkpoints resume either way."""
+    assert eager.keys() == fused.keys()
+    for k in eager:
+        assert eager[k].keys() == fused[k].keys()
+        for name, value in eager[k].items():
+            assert fused[k][name].dtype == value.dtype, name
+            torch.testing.assert_close(fused[k][name], value, rtol=1e-4, atol=atol)
 
 
 @pytest.mark.parametrize("kw", [{"momentum": 0.9}, {"momentum": 0.0},
@@ -191,8 +210,4 @@ def test_compiled_prox_sgd_matches_the_eager_one(kw):
         assert torch.equal(eager == 0, fused == 0)  # the same exact zeros
         torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
     assert any(int((p == 0).sum()) > 0 for p in results[1])
-    assert states[0].keys() == states[1].keys()  # the same momentum buffers, checkpoint-compatible
-    for k in states[0]:
-        for name, value in states[0][k].items():
-            if isinstance(value, torch.Tensor):
-                torch.testing.assert_close(states[1][k][name], value, rtol=1e-5, atol=1e-6)
+    _assert_same_state(*states)

@@ -62,18 +62,12 @@ def prox_l1_diagonal_(params: list[Tensor], denoms: list[Tensor], c: float) -> N
     Computed as ``S_c(p·d) / d``, which is exactly zero wherever ``|p|·d ≤ c`` and equals
     ``p − (c/d)·sign(p)`` elsewhere, with one soft-thresholding kernel per tensor.
     """
-    for p, d in zip(params, denoms):
-        p.copy_(F.softshrink(p * d, c).div_(d))
-
-
-def _prox_diagonal_kernel(p: Tensor, exp_avg_sq: Tensor, bias2_sqrt: Tensor, eps: Tensor,
-                          c: Tensor) -> None:
-    """One tensor of :func:`prox_l1_diagonal_` with Adam's denominator built inside: the unit
-    that ``torch.compile`` fuses into a single pass (scalars as 0-d tensors: no recompiles when
-    the learning rate or the step count change)."""
-    d = exp_avg_sq.sqrt() / bias2_sqrt + eps
-    u = p * d
-    p.copy_((u - torch.clamp(u, -c, c)) / d)  # u − u = 0 exactly where |u| ≤ c
+    if not params:
+        return
+    torch._foreach_mul_(params, denoms)  # in place, no temporaries: u = p·d ...
+    for p in params:
+        soft_threshold_(p, c)  # ... S_c(u) ...
+    torch._foreach_div_(params, denoms)  # ... / d (0 / d = 0: the zeros stay exact)
 
 
 def _prox_sgd_kernel(groups: list[tuple]) -> None:
@@ -95,6 +89,29 @@ def _prox_sgd_kernel(groups: list[tuple]) -> None:
                 d = d + momentum * v if nesterov else v
             u = p - lr * d
             p.copy_(u - torch.clamp(u, -tau, tau))  # u − u = 0 exactly where |u| ≤ τ
+
+
+def _prox_adam_kernel(groups: list[tuple]) -> None:
+    """A whole :class:`ProxAdam` step (Adam's moments, its step, and the prox in its metric),
+    the unit that ``torch.compile`` fuses into one pass per tensor.
+
+    ``groups`` holds ``(params, grads, exp_avgs, exp_avg_sqs, s, maximize)`` for each set of
+    parameters of one group at one step count, with ``s`` the tensor ``[lr / (1 − β₁ᵗ), β₁, β₂,
+    ε, weight_decay, lr·l1, √(1 − β₂ᵗ)]`` (the bias corrections come in computed: inside
+    the kernel they would be recomputed for every vector of entries).
+    """
+    for params, grads, exp_avgs, exp_avg_sqs, s, maximize in groups:
+        step_size, beta1, beta2, eps, weight_decay, tau, bias2_sqrt = (
+            s[0], s[1], s[2], s[3], s[4], s[5], s[6])
+        for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+            g = (-g if maximize else g) + weight_decay * p
+            m_new = beta1 * m + (1 - beta1) * g
+            v_new = beta2 * v + (1 - beta2) * g * g
+            m.copy_(m_new)
+            v.copy_(v_new)
+            d = v_new.sqrt() / bias2_sqrt + eps
+            w = (p - step_size * m_new / d) * d  # the prox of c‖·‖₁ in the metric diag(d):
+            p.copy_((w - torch.clamp(w, -tau, tau)) / d)  # S_c(u·d) / d
 
 
 _COMPILED: dict = {}
@@ -133,6 +150,17 @@ class _L1Groups:
         self.defaults["l1"] = _check(l1, "l1")
         for group in self.param_groups:
             group["l1"] = _check(group.get("l1", l1), "l1")
+
+    def _scalars_of(self, index, values: tuple, like: Tensor) -> Tensor:
+        """A group's scalars as one tensor for a compiled kernel, rebuilt only when they change
+        (a tensor, not Python floats: a new learning rate must not recompile)."""
+        cache = self.__dict__.setdefault("_scalar_cache", {})
+        hit = cache.get(index)
+        if (hit is None or hit[0] != values or hit[1].device != like.device
+                or hit[1].dtype != like.dtype):
+            cache[index] = hit = (values, torch.tensor(values, dtype=like.dtype,
+                                                       device=like.device))
+        return hit[1]
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)  # type: ignore[misc]
@@ -218,20 +246,15 @@ class ProxSGD(_L1Groups, SGD):
 
     def _kernel_groups(self) -> list[tuple]:
         """The arguments of :func:`_prox_sgd_kernel`; momentum buffers made where missing."""
-        if len(getattr(self, "_scalars", ())) != len(self.param_groups):
-            self._scalars = [None] * len(self.param_groups)
         out = []
         for i, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             momentum, dampening = group["momentum"], group["dampening"]
-            values = (group["lr"], momentum, dampening, group["weight_decay"],
-                      group["lr"] * group["l1"])
-            cached = self._scalars[i]
-            if cached is None or cached[0] != values or cached[1].device != params[0].device:
-                self._scalars[i] = cached = (values, torch.tensor(
-                    values, dtype=params[0].dtype, device=params[0].device))
+            scalars = self._scalars_of(i, (group["lr"], momentum, dampening,
+                                           group["weight_decay"], group["lr"] * group["l1"]),
+                                       params[0])
             bufs = []
             for p in params:
                 if momentum == 0:
@@ -244,7 +267,7 @@ class ProxSGD(_L1Groups, SGD):
                     d = (-p.grad if group["maximize"] else p.grad) + group["weight_decay"] * p
                     state["momentum_buffer"] = d.mul_(dampening / momentum)
                 bufs.append(state["momentum_buffer"])
-            out.append((params, [p.grad for p in params], bufs, cached[1],
+            out.append((params, [p.grad for p in params], bufs, scalars,
                         bool(group["nesterov"]), bool(group["maximize"])))
         return out
 
@@ -273,10 +296,10 @@ class ProxAdam(_L1Groups, Adam):
     fused : bool, optional
         PyTorch's fused Adam kernel; by default used when every parameter allows it.
     compile : bool, default False
-        Fuse the proximal map into one pass with ``torch.compile`` (needs a C++ compiler; the
-        first step compiles for a few seconds, up to about a minute on a cold cache). On
-        LeNet-300-100 it cut the prox from about 2.6 ms to 0.24 ms per step here
-        (``benchmarks/step_bench.py``).
+        Take the whole step (moments, Adam step, prox) in one pass per tensor, compiled with
+        ``torch.compile`` (needs a C++ compiler; the first step compiles for a few seconds, up to
+        about a minute on a cold cache). The state is torch's Adam state, so a checkpoint can be
+        resumed either way. Timings in ``benchmarks/STEP_RESULTS.md``.
     """
 
     def __init__(self, params, lr: float = 1e-3, *, l1: float = 0.0,
@@ -286,7 +309,8 @@ class ProxAdam(_L1Groups, Adam):
         _check(lr, "lr"), _check(eps, "eps")
         _check(betas[0], "betas[0]", 0, 1), _check(betas[1], "betas[1]", 0, 1)
         super().__init__(params, lr=lr, betas=betas, eps=eps,
-                         fused=_fused_default(params) if fused is None else fused)
+                         fused=(_fused_default(params) if fused is None else fused)
+                         and not compile)
         self._init_l1(l1)
         self.compile = bool(compile)
         for group in self.param_groups:
@@ -294,14 +318,18 @@ class ProxAdam(_L1Groups, Adam):
 
     @torch.no_grad()
     def step(self, closure=None):
+        if self.compile:
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            _compiled(_prox_adam_kernel)(self._kernel_groups())
+            return loss
         loss = super().step(closure)
         for group in self.param_groups:
             if group["l1"] <= 0:
                 continue
             beta2 = group["betas"][1]
-            if self.compile:
-                self._compiled_prox(group)
-                continue
             params, denoms = [], []
             for p in group["params"]:
                 if p.grad is None:
@@ -309,18 +337,40 @@ class ProxAdam(_L1Groups, Adam):
                 state = self.state[p]
                 bias2_sqrt = math.sqrt(1 - beta2 ** float(state["step"]))
                 params.append(p)
-                denoms.append((state["exp_avg_sq"].sqrt() / bias2_sqrt).add_(group["eps"]))
+                denoms.append(state["exp_avg_sq"].sqrt().div_(bias2_sqrt).add_(group["eps"]))
             prox_l1_diagonal_(params, denoms, group["lr"] * group["l1"])
         return loss
 
-    def _compiled_prox(self, group: dict) -> None:
-        kernel = _compiled(_prox_diagonal_kernel)
-        beta2 = group["betas"][1]
-        for p in group["params"]:
-            if p.grad is None:
+    def _kernel_groups(self) -> list[tuple]:
+        """The arguments of :func:`_prox_adam_kernel`; the state made as torch's Adam makes it,
+        so that checkpoints resume either way."""
+        out = []
+        for i, group in enumerate(self.param_groups):
+            if group.get("amsgrad"):
+                raise ValueError("ProxAdam(compile=True) does not implement 'amsgrad'.")
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
                 continue
-            state = self.state[p]
-            scalars = (math.sqrt(1 - beta2 ** float(state["step"])), group["eps"],
-                       group["lr"] * group["l1"])
-            kernel(p, state["exp_avg_sq"],
-                   *(torch.tensor(x, dtype=p.dtype, device=p.device) for x in scalars))
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            steps = [self.state[p]["step"] for p in params]
+            torch._foreach_add_(steps, 1.0)
+            beta1, beta2 = group["betas"]
+            by_step: dict[float, list[Tensor]] = {}  # one set, unless some grads were None
+            for p, t in zip(params, steps):
+                by_step.setdefault(float(t), []).append(p)
+            for t, ps in by_step.items():
+                scalars = self._scalars_of(
+                    (i, len(by_step) > 1 and t),
+                    (group["lr"] / (1 - beta1 ** t), beta1, beta2, group["eps"],
+                     group["weight_decay"], group["lr"] * group["l1"],
+                     math.sqrt(1 - beta2 ** t)), ps[0])
+                states = [self.state[p] for p in ps]
+                out.append((ps, [p.grad for p in ps], [s["exp_avg"] for s in states],
+                            [s["exp_avg_sq"] for s in states], scalars,
+                            bool(group["maximize"])))
+        return out
