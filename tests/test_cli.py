@@ -170,6 +170,15 @@ def test_export_and_inspect_a_fitted_model(cls_file, tmp_path, capsys):
     assert int(fc1.split()[2]) == result["layers"][0]["nnz"]
     assert f"{result['lambda']:.5g}" in fc1
     assert "first-order conditions" in printed
+    units = next(line for line in printed.splitlines() if line.startswith("hidden units"))
+    live = [int(part.split()[2].split("/")[0]) for part in units.split(": ", 1)[1].split("; ")]
+
+    small = tmp_path / "compact.safetensors"
+    assert main(["export", str(out), "--format", "dense", "--compact", "--out", str(small)]) == 0
+    compacted = load(small)
+    # every unit without input or output is gone (dropping one can silence another: hence ≤)
+    assert all(c <= n for c, n in zip(compacted.hidden, live)) and compacted.hidden != [64, 32]
+    torch.testing.assert_close(compacted(x), dense(x), rtol=1e-5, atol=1e-5)
 
 
 def test_debias_keeps_the_zeros_and_records_the_l1_solution(cls_file, tmp_path):

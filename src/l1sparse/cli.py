@@ -474,9 +474,20 @@ def cmd_export(args) -> int:
     out = Path(args.out)
     if out.parent and not out.parent.exists():
         raise UsageError(f"the directory of --out {str(out)!r} does not exist")
+    note = ""
+    if args.compact:
+        from .compact import compact
+        from .models import MLP
+
+        if not isinstance(model, MLP):
+            raise UsageError("--compact needs an MLP model file")
+        before = model.hidden
+        model = compact(model)
+        extra = {**extra, "compacted_from_hidden": before}
+        note = f"; hidden {before} -> {model.hidden}"
     written = save_model(model, out, format=args.format, metadata=extra)
     print(f"wrote {out} ({args.format}, {written:,} bytes; source {source.stat().st_size:,} "
-          f"bytes)")
+          f"bytes{note})")
     return EXIT_OK
 
 
@@ -511,6 +522,13 @@ def cmd_inspect(args) -> int:
         print(f"{layer.name:<10}{'x'.join(map(str, layer.shape)):>14}{layer.nnz:>10}"
               f"{layer.total:>10}{layer.zero_fraction:>11.4f}{lam:>12}")
     print(f"{'all':<10}{'':>14}{report.nnz:>10}{report.total:>10}{report.zero_fraction:>11.4f}")
+    from .compact import unit_report
+    from .models import MLP
+
+    if isinstance(model, MLP) and model.hidden:
+        print("hidden units (live / width; without input, without output): " + "; ".join(
+            f"after {u.layer} {u.live}/{u.width} ({u.no_input}, {u.no_output})"
+            for u in unit_report(model)))
     if args.data:
         task = args.task or meta["extra"].get("task")
         if task is None:
@@ -625,6 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="DIR|FILE")
     p.add_argument("--format", choices=["dense", "csr"], default="csr")
+    p.add_argument("--compact", action="store_true",
+                   help="drop the hidden units with no incoming or no outgoing weight (same "
+                        "function, a narrower MLP)")
     p.add_argument("--out", required=True, metavar="FILE")
     p.set_defaults(func=cmd_export)
 
