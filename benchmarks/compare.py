@@ -8,6 +8,7 @@ for each target zero fraction (default 90, 95 and 98 %), in one process:
   ``--finetune-epochs`` epochs; its cost is the warm run's plus the debias epochs;
 - ``warm-sub``: ``fit_sparse(..., mode="warm", grad_samples=10000)``: the gradient magnitudes
   that steer λ from a fixed 10k subsample, as the command line does past 20k samples;
+  ``warm-sub+debias``: that, then the same debias;
 - ``retrain``: ``fit_sparse(..., mode="retrain")`` — a full E-epoch training per outer
   iteration, the paper's scheme;
 - ``prune-finetune``: dense training, global magnitude pruning, ``--finetune-epochs`` epochs of
@@ -49,6 +50,7 @@ from l1sparse.baselines import (
     lambda_grid_search,
     prune_and_finetune,
 )
+from l1sparse.compact import unit_report
 from l1sparse.data import load_mnist_format
 from l1sparse.losses import metric
 from l1sparse.models import mlp
@@ -59,7 +61,8 @@ from l1sparse.train import debias, make_optimizer
 from _machine import machine_description  # noqa: E402 - run as a script from benchmarks/
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-METHODS = ("warm", "warm+debias", "warm-sub", "retrain", "prune-finetune", "gmp", "grid")
+METHODS = ("warm", "warm+debias", "warm-sub", "warm-sub+debias", "retrain", "prune-finetune",
+           "gmp", "grid")
 SUBSAMPLE = 10_000  # grad_samples of "warm-sub": what `l1sparse fit` uses past 20k samples
 # λ/N of the grid: 1-2-5 steps per decade over two decades, around where LeNet-300-100 goes
 # from moderately to very sparse with each optimizer at its default learning rate (found by a
@@ -80,6 +83,7 @@ class Row:
     epochs: int
     notes: str = ""
     layers: str = ""  # zero fraction per layer
+    units: str = ""  # live hidden units per hidden layer
 
     @property
     def trainings(self) -> float:
@@ -105,8 +109,9 @@ def warm_up(X, y) -> None:
 def fmt_table(rows: list[Row], floor: tuple[float, float]) -> str:
     """``floor``: (wall, CPU) seconds of one dense training."""
     lines = ["| method | target zeros | attained zeros | \\|Δ\\| pp | test acc | CPU s | "
-             "× dense (CPU) | wall s | × dense (wall) | trainings | zeros per layer | notes |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             "× dense (CPU) | wall s | × dense (wall) | trainings | zeros per layer | live units "
+             "| notes |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in rows:
         target = "—" if r.target is None else f"{r.target:.0%}"
         dist = "—" if r.target is None else f"{r.distance_pp():.2f}"
@@ -114,7 +119,7 @@ def fmt_table(rows: list[Row], floor: tuple[float, float]) -> str:
             f"| {r.method} | {target} | {r.zero_fraction:.2%} | {dist} | {r.test_accuracy:.4f} "
             f"| {r.cpu_seconds:.1f} | {r.cpu_seconds / floor[1]:.2f} | {r.seconds:.1f} "
             f"| {r.seconds / floor[0]:.2f} | {r.trainings:.2f} "
-            f"({r.epochs_total:g} ep) | {r.layers} | {r.notes} |")
+            f"({r.epochs_total:g} ep) | {r.layers} | {r.units} | {r.notes} |")
     return "\n".join(lines)
 
 
@@ -138,12 +143,15 @@ than the wall clock, though not at all is too much to hope for) and as wall time
 same {args.epochs} epochs (λ = 0, same loop, optimizer and schedule), timed in this process at
 the start and again at the end; the ratios use the mean of the two (until the end timing
 exists, the start one). *trainings*: epochs trained in all / {args.epochs}. *zeros per layer*: fc1 / fc2 / fc3
-(235,200 / 30,000 / 1,000 weights).
+(235,200 / 30,000 / 1,000 weights). *live units*: hidden units of the first / second hidden
+layer (of 300 / 100) with at least one nonzero incoming and one nonzero outgoing weight
+(`l1sparse.compact.unit_report`); the others can be removed without changing the function
+(`compact`).
 
 **Methods.** `warm` / `retrain`: `fit_sparse(mode=…)` with its defaults (tolerance 0.5 pp).
 `warm-sub`: warm mode with the gradient magnitudes that steer λ
 estimated on a fixed {SUBSAMPLE}-sample subset (`grad_samples`, as `l1sparse fit` does past 20k
-samples). `warm+debias`: the warm model, then `debias` for {args.finetune_epochs} epochs ({args.finetune_optimizer}, constant lr
+samples). `warm+debias` / `warm-sub+debias`: the warm / warm-sub model, then `debias` for {args.finetune_epochs} epochs ({args.finetune_optimizer}, constant lr
 {args.finetune_lr:g}; support fixed, no penalty); cost = warm + debias. `prune-finetune`: dense training, global magnitude
 pruning (`torch.nn.utils.prune.global_unstructured`, L1Unstructured, made permanent), then
 {args.finetune_epochs} epochs of fine-tuning exactly like that debias, with the mask kept. `gmp`: gradual
@@ -189,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"sgd only (fit_sparse's default: {defaults['momentum']})")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--finetune-epochs", type=int, default=2,
-                        help="fine-tuning of prune-finetune and debias of warm+debias (2)")
+                        help="fine-tuning of prune-finetune and the debias rows (2)")
     parser.add_argument("--finetune-optimizer", choices=("sgd", "adam"), default="adam",
                         help="optimizer of that fine-tuning / debias (adam)")
     parser.add_argument("--finetune-lr", type=float, default=1e-3,
@@ -253,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     def per_layer(model) -> str:
         return " / ".join(f"{layer.zero_fraction:.1%}" for layer in sparsity(model).layers)
 
+    def live_units(model) -> str:
+        return " / ".join(str(u.live) for u in unit_report(model))
+
     machine = machine_description(args.threads)
     setup = {
         "data": f"Fashion-MNIST, {n} training images"
@@ -292,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                                 batch_size=args.batch_size, seed=args.seed, schedule_epochs=E)
         solver.solve({k: 0.0 for k in solver.layer_names()}, E)
         row = Row(label, None, zeros(dense), acc(dense), *clock.read(), E, E,
-                  "no penalty, no pruning", per_layer(dense))
+                  "no penalty, no pruning", per_layer(dense), live_units(dense))
         print(f"{label}: {row.seconds:.1f} s wall, {row.cpu_seconds:.1f} s CPU, "
               f"test acc {row.test_accuracy:.4f}", flush=True)
         return row
@@ -301,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     floor = (rows[0].seconds, rows[0].cpu_seconds)
 
     def emit(row: Row, model) -> None:
-        row.layers = per_layer(model)
+        row.layers, row.units = per_layer(model), live_units(model)
         rows.append(row)
         d = "" if row.target is None else f" |Δ| {row.distance_pp():.2f} pp"
         print(f"{row.method:>15} target {row.target}: zeros {row.zero_fraction:.4f}{d} "
@@ -334,16 +345,26 @@ def main(argv: list[str] | None = None) -> int:
                 w2, c2 = clock.read()
                 emit(Row("warm+debias", target, zeros(model), acc(model), wall + w2, cpu + c2,
                          res.epochs_total + F, E, notes + f", +{F} debias ep"), model)
-        if "warm-sub" in methods and SUBSAMPLE < n:
+        if ("warm-sub" in methods or "warm-sub+debias" in methods) and SUBSAMPLE < n:
             model = factory()
             clock = Clock()
             res = fit_sparse(model, X, y, zero_fraction=target, mode="warm",
                              grad_samples=SUBSAMPLE, **common)
-            emit(Row("warm-sub", target, zeros(model), acc(model), *clock.read(),
-                     res.epochs_total, E,
-                     f"λ/N={res.lam / n:.3g}, {res.outer_iterations} outer, "
-                     f"{'met' if res.converged else 'NOT met'}, γ from {SUBSAMPLE} samples"),
-                 model)
+            wall, cpu = clock.read()
+            notes = (f"λ/N={res.lam / n:.3g}, {res.outer_iterations} outer, "
+                     f"{'met' if res.converged else 'NOT met'}, γ from {SUBSAMPLE} samples")
+            if "warm-sub" in methods:
+                emit(Row("warm-sub", target, zeros(model), acc(model), wall, cpu,
+                         res.epochs_total, E, notes), model)
+            if "warm-sub+debias" in methods:
+                model = copy.deepcopy(model)
+                clock = Clock()
+                debias(model, X, y, task="classification", epochs=F, lr=args.finetune_lr,
+                       optimizer=args.finetune_optimizer, batch_size=args.batch_size,
+                       generator=torch.Generator().manual_seed(args.seed + 1))
+                w2, c2 = clock.read()
+                emit(Row("warm-sub+debias", target, zeros(model), acc(model), wall + w2,
+                         cpu + c2, res.epochs_total + F, E, notes + f", +{F} debias ep"), model)
         if "retrain" in methods:
             model = factory()
             clock = Clock()
