@@ -11,14 +11,14 @@ from l1sparse.penalty import resolve_lambdas
 from l1sparse.train import make_optimizer, train
 
 
-def _fit_linear(X, y, lam, dtype=torch.float64, epochs=20000):
+def _fit_linear(X, y, lam, dtype=torch.float64, epochs=20000, momentum=0.0):
     n, p = X.shape
     Xt, yt = torch.tensor(X, dtype=dtype), torch.tensor(y, dtype=dtype).unsqueeze(1)
     net = mlp(p, [], 1, seed=0).to(dtype)
     # step 1/L for the mean squared loss with an intercept column
     lipschitz = 2 * np.linalg.norm(np.hstack([X, np.ones((n, 1))]), 2) ** 2 / n
-    opt = make_optimizer(net, "sgd", lr=1 / lipschitz, lambdas=resolve_lambdas(net, lam),
-                         n_samples=n)
+    opt = make_optimizer(net, "sgd", lr=(1 - momentum) / lipschitz,
+                         lambdas=resolve_lambdas(net, lam), n_samples=n, momentum=momentum)
     result = train(net, Xt, yt, opt, task="regression", epochs=epochs, tol=1e-15)
     return net, Xt, yt, result
 
@@ -34,6 +34,20 @@ def test_full_batch_proximal_gradient_matches_sklearn_lasso(lasso_problem, fract
     np.testing.assert_array_equal(np.flatnonzero(ours), np.flatnonzero(ref.coef_))
     np.testing.assert_allclose(ours, ref.coef_, rtol=1e-4, atol=1e-4 * np.abs(ref.coef_).max())
     assert net.fc1.bias.item() == pytest.approx(ref.intercept_, rel=1e-4)
+
+
+@pytest.mark.parametrize("momentum", [0.5, 0.9])
+def test_proximal_sgd_with_momentum_solves_the_same_lasso(lasso_problem, momentum):
+    # heavy-ball momentum amplifies the steady gradient step by 1/(1 − μ); the threshold must
+    # follow, or the fixed point solves the Lasso at λ·(1 − μ) instead of λ
+    X, y = lasso_problem
+    n = X.shape[0]
+    lam = 0.2 * lasso_lambda_max(torch.tensor(X), torch.tensor(y))
+    net, *_ = _fit_linear(X, y, lam, momentum=momentum)
+    ref = Lasso(alpha=lam / (2 * n), tol=1e-12, max_iter=100_000).fit(X, y)
+    ours = net.fc1.weight.detach().numpy().ravel()
+    np.testing.assert_array_equal(np.flatnonzero(ours), np.flatnonzero(ref.coef_))
+    np.testing.assert_allclose(ours, ref.coef_, rtol=1e-4, atol=1e-4 * np.abs(ref.coef_).max())
 
 
 def test_float32_training_also_matches_sklearn(lasso_problem):

@@ -76,7 +76,7 @@ def _prox_sgd_kernel(groups: list[tuple]) -> None:
 
     ``groups`` holds, per parameter group, ``(params, grads, bufs, s, nesterov, maximize)``
     with ``bufs`` the momentum buffers (``None`` without momentum) and ``s`` a 1-D tensor
-    ``[lr, momentum, dampening, weight_decay, lr·l1]`` (a tensor, so that a changing learning
+    ``[lr, momentum, dampening, weight_decay, τ]`` (τ from :func:`sgd_threshold`) (a tensor, so that a changing learning
     rate does not recompile).
     """
     for params, grads, bufs, s, nesterov, maximize in groups:
@@ -174,18 +174,32 @@ class _L1Groups:
             group.setdefault("l1", 0.0)
 
 
+def sgd_threshold(group: dict) -> float:
+    """The soft-threshold of one :class:`ProxSGD` step for a parameter group:
+    ``lr · l1 · (1 − dampening) / (1 − momentum)``."""
+    momentum = group["momentum"]
+    scale = (1 - group["dampening"]) / (1 - momentum) if momentum > 0 else 1.0
+    return group["lr"] * group["l1"] * scale
+
+
 class ProxSGD(_L1Groups, SGD):
     r"""Proximal stochastic gradient descent with optional momentum.
 
     .. math::
 
-        v &\leftarrow \mu v + g \\
-        \Theta &\leftarrow S_{\alpha\,\ell_1}(\Theta - \alpha v)
+        v &\leftarrow \mu v + (1 - \delta) g \\
+        \Theta &\leftarrow S_{\tau}(\Theta - \alpha v), \qquad
+        \tau = \alpha\,\ell_1 \frac{1 - \delta}{1 - \mu}
 
-    with ``S_τ`` the soft-thresholding operator, ``α = lr`` and ``ℓ1`` the group's ``l1``: the
-    step of ``torch.optim.SGD`` followed by :func:`prox_l1_`. Without momentum and with the
-    full-batch gradient this is the paper's proximal gradient algorithm (Algorithm 3). Zeros
-    are exact.
+    with ``S_τ`` the soft-thresholding operator, ``α = lr``, ``μ`` the momentum, ``δ`` the
+    dampening and ``ℓ1`` the group's ``l1``: the step of ``torch.optim.SGD`` followed by
+    :func:`prox_l1_`. Without momentum and with the full-batch gradient this is the paper's
+    proximal gradient algorithm (Algorithm 3). Zeros are exact.
+
+    The factor ``(1 − δ)/(1 − μ)`` keeps the fixed points those of the ℓ1 problem: momentum
+    settles at ``v = (1 − δ) g / (1 − μ)``, a gradient step ``(1 − δ)/(1 − μ)`` times longer,
+    and the threshold must grow with it. With ``τ = α ℓ1`` alone, momentum 0.9 would solve the
+    problem at a tenth of the stated λ (and the first-order conditions at λ would fail).
 
     Parameters
     ----------
@@ -241,7 +255,7 @@ class ProxSGD(_L1Groups, SGD):
         for group in self.param_groups:
             if group["l1"] > 0:
                 prox_l1_([p for p in group["params"] if p.grad is not None],
-                         group["lr"] * group["l1"])
+                         sgd_threshold(group))
         return loss
 
     def _kernel_groups(self) -> list[tuple]:
@@ -253,7 +267,7 @@ class ProxSGD(_L1Groups, SGD):
                 continue
             momentum, dampening = group["momentum"], group["dampening"]
             scalars = self._scalars_of(i, (group["lr"], momentum, dampening,
-                                           group["weight_decay"], group["lr"] * group["l1"]),
+                                           group["weight_decay"], sgd_threshold(group)),
                                        params[0])
             bufs = []
             for p in params:
