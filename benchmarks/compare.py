@@ -67,7 +67,7 @@ SUBSAMPLE = 10_000  # grad_samples of "warm-sub": what `l1sparse fit` uses past 
 # λ/N of the grid: 1-2-5 steps per decade over two decades, around where LeNet-300-100 goes
 # from moderately to very sparse with each optimizer at its default learning rate (found by a
 # first look, not tuned to the targets).
-DEFAULT_GRIDS = {"sgd": "1e-3,2e-3,5e-3,1e-2,2e-2,5e-2,1e-1",
+DEFAULT_GRIDS = {"sgd": "1e-4,2e-4,5e-4,1e-3,2e-3,5e-3,1e-2",
                  "adam": "1e-4,2e-4,5e-4,1e-3,2e-3,5e-3,1e-2"}
 
 

@@ -250,6 +250,19 @@ class TrainingSolver:
         self._initial = copy.deepcopy(model.state_dict())
         self.reset()
 
+    @property
+    def warm_start_factor(self) -> float:
+        """Where warm mode starts, as a fraction of the first-order guess for λ_0.
+
+        ``1 − momentum`` for proximal SGD, 1 otherwise. With momentum 0.9 and lr 0.1 from
+        random weights, proximal SGD at the full first-order λ zeroes hidden units wholesale in
+        the first epoch (98 % zeros after one epoch for a 95 % target on Fashion-MNIST, and
+        those units did not come back when λ fell); a tenth of it rises to the target within
+        the first training's epochs. ProxAdam's steps are normalised and start small, and it
+        reached per-layer targets faster from the guess itself.
+        """
+        return 1.0 - self.momentum if self.optimizer_name == "sgd" else 1.0
+
     def layer_names(self) -> list[str]:
         return layer_names(self.model)
 
@@ -531,6 +544,7 @@ def select_lambda(
     warm_chunk: int | None = None,
     max_outer: int = 30,
     lam_init: dict[str, float] | None = None,
+    lam_init_factor: float | None = None,
     max_step: float | None = None,
     bracket_memory: int | None = None,
     refine: int = 0,
@@ -558,8 +572,14 @@ def select_lambda(
     max_outer : int
         Limit on search iterations (refinement probes come on top, at most ``2·refine + 1``).
     lam_init : dict, optional
-        Starting λ_k (summed scale). Default: a λ between the l*-th and (l*+1)-th largest
-        gradient magnitudes at the initial weights.
+        Starting λ_k (summed scale). Default: ``lam_init_factor`` times a λ between the l*-th
+        and (l*+1)-th largest gradient magnitudes at the initial weights.
+    lam_init_factor : float, optional
+        Default: in warm mode the solver's ``warm_start_factor`` (if it has one, else 1), in
+        retrain mode 1. Warm mode is better started on the dense side of the target, because
+        sparsifying is not undone by lowering λ: a hidden unit whose incoming and outgoing
+        weights are all zero is stationary for every λ > 0 (see
+        :attr:`TrainingSolver.warm_start_factor`).
     max_step : float, optional
         Largest factor by which λ may change in one iteration. Default 1.4 in warm mode, none
         in retrain mode.
@@ -604,7 +624,14 @@ def select_lambda(
         solver.load_state(solver_state)
     else:
         solver.reset()
-        lambdas = dict(lam_init) if lam_init is not None else _initial_lambdas(solver, target)
+        if lam_init is not None:
+            lambdas = dict(lam_init)
+        else:
+            factor = lam_init_factor if lam_init_factor is not None else (
+                getattr(solver, "warm_start_factor", 1.0) if warm else 1.0)
+            if not (math.isfinite(factor) and factor > 0):
+                raise ValueError(f"The 'lam_init_factor' parameter must be > 0. Got {factor}.")
+            lambdas = {n: factor * v for n, v in _initial_lambdas(solver, target).items()}
         state = SelectionState(lambdas=lambdas, brackets=[_Bracket() for _ in target.scopes])
     seconds_before = state.seconds
 
