@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import SGD, Adam
 
-__all__ = ["soft_threshold", "soft_threshold_", "prox_l1_", "prox_l1_diagonal_", "ProxSGD",
-           "ProxAdam"]
+__all__ = ["soft_threshold", "soft_threshold_", "prox_l1_", "prox_l1_diagonal_", "sgd_threshold",
+           "ProxSGD", "ProxAdam"]
 
 
 def soft_threshold(z: Tensor, tau: float | Tensor) -> Tensor:
@@ -75,9 +75,9 @@ def _prox_sgd_kernel(groups: list[tuple]) -> None:
     tensor (read p, g, v; write p, v), as cheap as PyTorch's fused SGD kernel.
 
     ``groups`` holds, per parameter group, ``(params, grads, bufs, s, nesterov, maximize)``
-    with ``bufs`` the momentum buffers (``None`` without momentum) and ``s`` a 1-D tensor
-    ``[lr, momentum, dampening, weight_decay, τ]`` (τ from :func:`sgd_threshold`) (a tensor, so that a changing learning
-    rate does not recompile).
+    with ``bufs`` the momentum buffers (``None`` without momentum) and ``s`` the 1-D tensor
+    ``[lr, momentum, dampening, weight_decay, τ]``, τ from :func:`sgd_threshold` (a tensor,
+    so that a changing learning rate does not recompile).
     """
     for params, grads, bufs, s, nesterov, maximize in groups:
         lr, momentum, dampening, weight_decay, tau = s[0], s[1], s[2], s[3], s[4]
@@ -216,8 +216,9 @@ class ProxSGD(_L1Groups, SGD):
         Take the whole step (momentum, gradient step and soft-thresholding) in one pass per
         tensor, compiled with ``torch.compile`` (needs a C++ compiler; the first step compiles
         for a few seconds). The state (``momentum_buffer``) is the same as without it, so a
-        checkpoint can be resumed either way. On LeNet-300-100 it made the proximal step as
-        cheap as torch's plain SGD step (``benchmarks/step_bench.py``).
+        checkpoint can be resumed either way. Each call costs a fixed overhead of some tens of
+        microseconds on top of one pass over the tensors: it pays on large networks
+        (``benchmarks/STEP_RESULTS.md``).
 
     Examples
     --------
