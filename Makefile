@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-compare bench-compare-full bench-step bench-compact clean
+.PHONY: demo test bench bench-compare bench-compare-full bench-step bench-l1-vs-gmp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,8 @@ bench-step: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/step_bench.py --write
 
 # l1 against gradual magnitude pruning at equal nnz: live units, inference after compaction.
-bench-compact: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) benchmarks/compact_inference.py --write
+bench-l1-vs-gmp: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/l1_vs_magnitude.py --write
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,20 +1,20 @@
-"""Benchmark: inference of ℓ1 and magnitude-pruned networks at the same number of nonzeros.
+"""Benchmark: ℓ1 against gradual magnitude pruning at the same number of nonzeros.
 
-ℓ1 with one λ across layers switches whole hidden units off (``benchmarks/RESULTS.md``,
-column *live units*), and :func:`l1sparse.compact.compact` turns such a network into a narrower
-dense MLP. Magnitude pruning spreads its zeros over the units. This script trains LeNet-300-100
-on Fashion-MNIST to 95 % and 98 % zeros both ways — ``fit_sparse`` in warm mode with the 10k
-gradient subsample (``warm-sub`` in ``compare.py``) and gradual magnitude pruning — and times
-one forward pass at batch 1 and 256 of
+Trains LeNet-300-100 on Fashion-MNIST to 95 % and 98 % zeros both ways — ``fit_sparse`` in warm
+mode with the 10k gradient subsample (``warm-sub`` in ``compare.py``) and gradual magnitude
+pruning — and reports, for each network,
 
-- the network as trained (dense ``nn.Linear`` with zeros),
-- ``to_sparse(batch_size=B)``: CSR layers where their own timing says so,
-- ``compact``: the narrower dense MLP,
-- ``compact`` then ``to_sparse``.
+- the ℓ1 objective ``L(Θ)/N + (λ/N)·Σ‖W_k‖₁`` at the λ the selector chose, on the training
+  set: which of the two networks the ℓ1 model itself prefers;
+- its live hidden units (a nonzero incoming and outgoing weight) and the architecture that
+  :func:`l1sparse.compact.compact` leaves: ℓ1 with one λ across layers switches whole units off;
+- the latency of one forward pass at batch 1 and 256: as trained (dense ``nn.Linear`` with
+  zeros), ``to_sparse(batch_size=B)`` (CSR layers where their own timing says so), ``compact``
+  (the narrower dense MLP), and ``compact`` then ``to_sparse``.
 
 Usage::
 
-    python benchmarks/compact_inference.py --threads 1 --write
+    python benchmarks/l1_vs_magnitude.py --threads 1 --write
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import torch
 from l1sparse.baselines import gradual_magnitude_pruning
 from l1sparse.compact import compact, unit_report
 from l1sparse.data import load_mnist_format
-from l1sparse.losses import metric
+from l1sparse.losses import fidelity, metric
+from l1sparse.penalty import penalised_layers
 from l1sparse.models import mlp
 from l1sparse.select import fit_sparse
 from l1sparse.sparse_inference import to_sparse
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per blocked_autorange measurement (0.2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", action="store_true", help="write --out")
-    parser.add_argument("--out", default=os.path.join(HERE, "COMPACT_INFERENCE.md"))
+    parser.add_argument("--out", default=os.path.join(HERE, "L1_VS_MAGNITUDE.md"))
     args = parser.parse_args(argv)
     if args.threads < 1 or args.epochs < 1 or args.rounds < 1:
         parser.error("--threads, --epochs and --rounds must be positive integers.")
@@ -61,16 +62,26 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_mnist_format("fashion-mnist")
     common = dict(task="classification", epochs=args.epochs, optimizer="sgd", lr=0.1,
                   momentum=0.9, batch_size=128, seed=args.seed)
-    models = {}
+    models, lam_per_sample = {}, {}
     for target in TARGETS:
         net = mlp(784, [300, 100], 10, seed=args.seed)
-        fit_sparse(net, ds.X_train, ds.y_train, zero_fraction=target, mode="warm",
-                   grad_samples=10_000, **common)
+        res = fit_sparse(net, ds.X_train, ds.y_train, zero_fraction=target, mode="warm",
+                         grad_samples=10_000, **common)
+        lam_per_sample[target] = res.lam / ds.X_train.shape[0]
         models[("ℓ1 (warm-sub)", target)] = net
         res = gradual_magnitude_pruning(mlp(784, [300, 100], 10, seed=args.seed), ds.X_train,
                                         ds.y_train, zero_fraction=target, **common)
         models[("gmp", target)] = res.model
         print(f"trained {target:.0%}", flush=True)
+
+    @torch.no_grad()
+    def objective(net, lam: float) -> tuple[float, float]:
+        """(mean training loss, mean loss + λ/N·Σ‖W_k‖₁)."""
+        loss = sum(float(fidelity(net(ds.X_train[i:i + 8192]), ds.y_train[i:i + 8192],
+                                  "classification")) for i in range(0, ds.n_train, 8192))
+        loss /= ds.n_train
+        l1 = sum(float(m.weight.abs().sum()) for _, m in penalised_layers(net))
+        return loss, loss + lam * l1
 
     gen = torch.Generator().manual_seed(args.seed)
     info, timing = [], []
@@ -78,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         net.eval()
         small = compact(net)
         info.append((method, target, sparsity(net).nnz, metric(net, ds.X_test, ds.y_test,
-                     "classification"), " / ".join(str(u.live) for u in unit_report(net)),
+                     "classification"), *objective(net, lam_per_sample[target]),
+                     " / ".join(str(u.live) for u in unit_report(net)),
                      "-".join(map(str, [784, *small.hidden, 10])), sparsity(small).total))
         for batch in BATCHES:
             x = torch.randn(batch, 784, generator=gen)
@@ -93,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             timing.append((method, target, batch, t))
             print(method, target, batch, {k: round(v, 1) for k, v in t.items()}, flush=True)
 
-    lines = ["| method | zeros | nnz | test acc | live units | compact architecture | "
-             "compact weights (dense) |", "|---|---:|---:|---:|---|---|---:|"]
-    for method, target, nnz, acc, live, arch, total in info:
-        lines.append(f"| {method} | {target:.0%} | {nnz:,} | {acc:.4f} | {live} | {arch} | "
-                     f"{total:,} |")
+    lines = ["| method | zeros | nnz | test acc | train loss | ℓ1 objective (λ/N) | live units | "
+             "compact architecture | compact weights (dense) |",
+             "|---|---:|---:|---:|---:|---:|---|---|---:|"]
+    for method, target, nnz, acc, loss, obj, live, arch, total in info:
+        lines.append(f"| {method} | {target:.0%} | {nnz:,} | {acc:.4f} | {loss:.4f} | "
+                     f"{obj:.4f} ({lam_per_sample[target]:.3g}) | {live} | {arch} | {total:,} |")
     t_lines = ["| method | zeros | batch | as trained µs | to_sparse µs | compact µs | "
                "compact+to_sparse µs | as trained / best |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for method, target, batch, t in timing:
@@ -113,13 +126,16 @@ def main(argv: list[str] | None = None) -> int:
             machine["load average (1 min) at start / end"] = (
                 f"{load0:.2f} / {os.getloadavg()[0]:.2f}")
         mlines = "\n".join(f"- {k}: {v}" for k, v in machine.items())
-        text = f"""# Inference after compaction: ℓ1 against gradual magnitude pruning
+        text = f"""# ℓ1 against gradual magnitude pruning at the same number of nonzeros
 
-Generated by `python benchmarks/compact_inference.py {' '.join(sys.argv[1:])}`.
+Generated by `python benchmarks/l1_vs_magnitude.py {' '.join(sys.argv[1:])}`.
 
 LeNet-300-100 on Fashion-MNIST (60,000 training images, {args.epochs} epochs, SGD lr 0.1
 momentum 0.9, batch 128, cosine decay), trained to each zero fraction by `fit_sparse` (warm
-mode, γ from a 10k subsample) and by gradual magnitude pruning. *live units*: hidden units of
+mode, γ from a 10k subsample) and by gradual magnitude pruning. *train loss*: mean
+cross-entropy on the training set. *ℓ1 objective*: train loss + (λ/N)·Σ‖W_k‖₁ at the λ the
+selector chose for that target (in brackets): the function the ℓ1 run minimises, evaluated on
+both networks. *live units*: hidden units of
 the two hidden layers (of 300 / 100) with a nonzero incoming and outgoing weight. *compact*:
 `l1sparse.compact.compact`, the same function as a narrower dense MLP (outputs checked equal
 within 1e-4). Latency of one forward pass under `torch.no_grad()`: median of {args.rounds}
