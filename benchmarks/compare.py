@@ -3,14 +3,15 @@
 On Fashion-MNIST (60,000 training / 10,000 test images) with LeNet-300-100 (784-300-100-10),
 for each target zero fraction (default 90, 95 and 98 %), in one process:
 
-- ``warm``: ``fit_sparse(..., mode="warm")`` — one continued run, λ updated every E/10 epochs;
+- ``warm``: ``fit_sparse(..., mode="warm", grad_samples=None)`` — one continued run, λ updated
+  every E/10 epochs from the full-data gradient;
 - ``warm+debias``: the warm result, then ``debias`` (support fixed, no penalty) for
   ``--finetune-epochs`` epochs; its cost is the warm run's plus the debias epochs;
 - ``warm-sub``: ``fit_sparse(..., mode="warm", grad_samples=10000)``: the gradient magnitudes
   that steer λ from a fixed 10k subsample, as the command line does past 20k samples;
   ``warm-sub+debias``: that, then the same debias;
-- ``retrain``: ``fit_sparse(..., mode="retrain")`` — a full E-epoch training per outer
-  iteration, the paper's scheme;
+- ``retrain``: ``fit_sparse(..., mode="retrain", grad_samples=None)`` — a full E-epoch
+  training per outer iteration, the paper's scheme;
 - ``prune-finetune``: dense training, global magnitude pruning, ``--finetune-epochs`` epochs of
   fine-tuning with the mask kept (:func:`l1sparse.baselines.prune_and_finetune`);
 - ``gmp``: gradual magnitude pruning, cubic schedule (Zhu & Gupta 2017)
@@ -148,7 +149,8 @@ layer (of 300 / 100) with at least one nonzero incoming and one nonzero outgoing
 (`l1sparse.compact.unit_report`); the others can be removed without changing the function
 (`compact`).
 
-**Methods.** `warm` / `retrain`: `fit_sparse(mode=…)` with its defaults (tolerance 0.5 pp).
+**Methods.** `warm` / `retrain`: `fit_sparse(mode=…, grad_samples=None)`, otherwise its
+defaults (tolerance 0.5 pp): λ steered by the full-data gradient.
 `warm-sub`: warm mode with the gradient magnitudes that steer λ
 estimated on a fixed {SUBSAMPLE}-sample subset (`grad_samples`, as `l1sparse fit` does past 20k
 samples). `warm+debias` / `warm-sub+debias`: the warm / warm-sub model, then `debias` for {args.finetune_epochs} epochs ({args.finetune_optimizer}, constant lr
@@ -328,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         if "warm" in methods or "warm+debias" in methods:
             model = factory()
             clock = Clock()
-            res = fit_sparse(model, X, y, zero_fraction=target, mode="warm", **common)
+            res = fit_sparse(model, X, y, zero_fraction=target, mode="warm",
+                             grad_samples=None, **common)
             wall, cpu = clock.read()
             notes = (f"λ/N={res.lam / n:.3g}, {res.outer_iterations} outer, "
                      f"{'met' if res.converged else 'NOT met'}")
@@ -368,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         if "retrain" in methods:
             model = factory()
             clock = Clock()
-            res = fit_sparse(model, X, y, zero_fraction=target, mode="retrain", **common)
+            res = fit_sparse(model, X, y, zero_fraction=target, mode="retrain",
+                             grad_samples=None, **common)
             emit(Row("retrain", target, zeros(model), acc(model), *clock.read(),
                      res.epochs_total, E,
                      f"λ/N={res.lam / n:.3g}, {res.outer_iterations} outer, "

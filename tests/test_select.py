@@ -65,7 +65,7 @@ def test_every_outer_iteration_is_recorded(linear_problem):
     assert result.epochs_total == sum(r.epochs for r in result.history)
 
 
-def test_warm_mode_can_start_on_the_dense_side_of_the_first_order_guess(linear_problem):
+def test_the_first_lambda_is_a_factor_of_the_first_order_guess(linear_problem):
     X, y, *_ = linear_problem
     first = {}
     for mode, factor in (("retrain", None), ("warm", None), ("warm", 0.5)):
@@ -73,12 +73,12 @@ def test_warm_mode_can_start_on_the_dense_side_of_the_first_order_guess(linear_p
         result = select_lambda(solver, make_target(net, nnz=5, tol=0), mode=mode, epochs=200,
                                max_outer=1, lam_init_factor=factor)
         first[mode, factor] = result.history[0].lambdas["fc1"]
-    assert solver.warm_start_factor == 1.0  # proximal SGD without momentum: the guess itself
+    assert solver.lam_init_factor == 1.0  # proximal SGD without momentum: the guess itself
     assert first["warm", None] == pytest.approx(first["retrain", None], rel=1e-12)
     assert first["warm", 0.5] == pytest.approx(0.5 * first["retrain", None], rel=1e-12)
     momentum = TrainingSolver(net, torch.tensor(X), torch.tensor(y).unsqueeze(1),
                               task="regression", optimizer="sgd", lr=0.1, momentum=0.9)
-    assert momentum.warm_start_factor == pytest.approx(0.1)
+    assert momentum.lam_init_factor == pytest.approx(0.1)
     net, solver = _linear_solver(X, y)
     with pytest.raises(ValueError, match="'lam_init_factor'"):
         select_lambda(solver, make_target(net, nnz=5), lam_init_factor=0.0)

@@ -251,15 +251,16 @@ class TrainingSolver:
         self.reset()
 
     @property
-    def warm_start_factor(self) -> float:
-        """Where warm mode starts, as a fraction of the first-order guess for λ_0.
+    def lam_init_factor(self) -> float:
+        """The fraction of the first-order guess at which :func:`select_lambda` starts λ.
 
-        ``1 − momentum`` for proximal SGD, 1 otherwise. With momentum 0.9 and lr 0.1 from
-        random weights, proximal SGD at the full first-order λ zeroes hidden units wholesale in
-        the first epoch (98 % zeros after one epoch for a 95 % target on Fashion-MNIST, and
-        those units did not come back when λ fell); a tenth of it rises to the target within
-        the first training's epochs. ProxAdam's steps are normalised and start small, and it
-        reached per-layer targets faster from the guess itself.
+        ``1 − momentum`` for proximal SGD, 1 otherwise. The guess is read off the gradients at
+        the initial weights. With momentum 0.9 and lr 0.1, proximal SGD at that λ zeroes hidden
+        units wholesale in the first epoch (LeNet-300-100 on Fashion-MNIST: 98 % zeros after
+        one epoch for a 95 % target, and the units did not come back when λ fell; 98 % zeros
+        after a whole training for a 90 % target). A tenth of it approaches the target from the
+        dense side. ProxAdam's steps are normalised and start small; it reached per-layer
+        targets sooner from the guess itself.
         """
         return 1.0 - self.momentum if self.optimizer_name == "sgd" else 1.0
 
@@ -575,11 +576,11 @@ def select_lambda(
         Starting λ_k (summed scale). Default: ``lam_init_factor`` times a λ between the l*-th
         and (l*+1)-th largest gradient magnitudes at the initial weights.
     lam_init_factor : float, optional
-        Default: in warm mode the solver's ``warm_start_factor`` (if it has one, else 1), in
-        retrain mode 1. Warm mode is better started on the dense side of the target, because
-        sparsifying is not undone by lowering λ: a hidden unit whose incoming and outgoing
-        weights are all zero is stationary for every λ > 0 (see
-        :attr:`TrainingSolver.warm_start_factor`).
+        Default: the solver's ``lam_init_factor`` if it has one, else 1 (see
+        :attr:`TrainingSolver.lam_init_factor`). Warm mode in particular is better
+        started on the dense side of the target, because sparsifying is not undone by
+        lowering λ: a hidden unit whose incoming and outgoing weights are all zero is
+        stationary for every λ > 0.
     max_step : float, optional
         Largest factor by which λ may change in one iteration. Default 1.4 in warm mode, none
         in retrain mode.
@@ -627,8 +628,8 @@ def select_lambda(
         if lam_init is not None:
             lambdas = dict(lam_init)
         else:
-            factor = lam_init_factor if lam_init_factor is not None else (
-                getattr(solver, "warm_start_factor", 1.0) if warm else 1.0)
+            factor = (lam_init_factor if lam_init_factor is not None
+                      else getattr(solver, "lam_init_factor", 1.0))
             if not (math.isfinite(factor) and factor > 0):
                 raise ValueError(f"The 'lam_init_factor' parameter must be > 0. Got {factor}.")
             lambdas = {n: factor * v for n, v in _initial_lambdas(solver, target).items()}
