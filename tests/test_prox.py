@@ -144,33 +144,48 @@ def test_bad_hyperparameters_are_rejected(kw, match):
         ProxSGD(net.parameters(), **{"lr": 0.1, **kw})
 
 
-@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
-def test_compiled_prox_adam_matches_the_eager_one(weight_decay):
-    pytest.importorskip("torch._inductor")
+def _eager_and_compiled(make_optimizer, lr: float, steps: int):
+    """Parameters and optimizer state after ``steps`` steps (a changing learning rate, as under
+    a schedule), eager then compiled, from the same start."""
     results, states = [], []
     for compiled in (False, True):
         torch.manual_seed(0)
         net = mlp(10, [20], 3, seed=0)
-        opt = ProxAdam(param_groups(net, resolve_lambdas(net, layer_lam=[0.01, 0.02])), lr=0.05,
-                       compile=compiled)
-        for g in opt.param_groups:
-            g["weight_decay"] = weight_decay
+        opt = make_optimizer(net, compiled)
         x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
-        for step in range(5):
+        for step in range(steps):
             for g in opt.param_groups:
-                g["lr"] = 0.05 / (1 + step)  # a changing learning rate, as under a schedule
+                g["lr"] = lr / (1 + step)
             opt.zero_grad()
             torch.nn.functional.cross_entropy(net(x), y).backward()
             opt.step()
         results.append([p.detach().clone() for p in net.parameters()])
         states.append(opt.state_dict()["state"])
-    # float32 rounding differs (torch's lerp against β·m + (1 − β)·g, fused multiply-adds), and
-    # Adam's normalisation by √v̂ amplifies it; 1e-5 is still a hundredth of one step (lr 0.05)
+    return results, states
+
+
+def _assert_same_result(results, states, atol: float) -> None:
     for eager, fused in zip(*results):
         assert torch.equal(eager == 0, fused == 0)  # the same exact zeros
-        torch.testing.assert_close(fused, eager, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fused, eager, rtol=1e-4, atol=atol)
     assert any(int((p == 0).sum()) > 0 for p in results[1])
-    _assert_same_state(*states, atol=1e-5)
+    _assert_same_state(*states, atol=atol)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_compiled_prox_adam_matches_the_eager_one(weight_decay):
+    pytest.importorskip("torch._inductor")
+
+    def make(net, compiled):
+        opt = ProxAdam(param_groups(net, resolve_lambdas(net, layer_lam=[0.01, 0.02])), lr=0.05,
+                       compile=compiled)
+        for g in opt.param_groups:
+            g["weight_decay"] = weight_decay
+        return opt
+
+    # float32 rounding differs (torch's lerp against β·m + (1 − β)·g, fused multiply-adds), and
+    # Adam's normalisation by √v̂ amplifies it; 1e-5 is still a hundredth of one step (lr 0.05)
+    _assert_same_result(*_eager_and_compiled(make, 0.05, 5), atol=1e-5)
 
 
 def _assert_same_state(eager: dict, fused: dict, atol: float = 1e-6) -> None:
@@ -188,26 +203,13 @@ def _assert_same_state(eager: dict, fused: dict, atol: float = 1e-6) -> None:
                                 {"momentum": 0.8, "dampening": 0.3, "weight_decay": 1e-3}])
 def test_compiled_prox_sgd_matches_the_eager_one(kw):
     pytest.importorskip("torch._inductor")
-    results, states = [], []
-    for compiled in (False, True):
-        torch.manual_seed(0)
-        net = mlp(10, [20], 3, seed=0)
+
+    def make(net, compiled):
         opt = ProxSGD(param_groups(net, resolve_lambdas(net, layer_lam=[0.3, 0.1])), lr=0.1,
                       momentum=kw["momentum"], nesterov=kw.get("nesterov", False),
                       compile=compiled)
         for g in opt.param_groups:  # options ProxSGD's signature leaves to torch's SGD
             g["dampening"], g["weight_decay"] = kw.get("dampening", 0), kw.get("weight_decay", 0)
-        x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
-        for step in range(6):
-            for g in opt.param_groups:
-                g["lr"] = 0.1 / (1 + step)  # a changing learning rate, as under a schedule
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(x), y).backward()
-            opt.step()
-        results.append([p.detach().clone() for p in net.parameters()])
-        states.append(opt.state_dict()["state"])
-    for eager, fused in zip(*results):
-        assert torch.equal(eager == 0, fused == 0)  # the same exact zeros
-        torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
-    assert any(int((p == 0).sum()) > 0 for p in results[1])
-    _assert_same_state(*states)
+        return opt
+
+    _assert_same_result(*_eager_and_compiled(make, 0.1, 6), atol=1e-6)

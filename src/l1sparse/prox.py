@@ -151,6 +151,15 @@ class _L1Groups:
         for group in self.param_groups:
             group["l1"] = _check(group.get("l1", l1), "l1")
 
+    def _compiled_step(self, kernel, closure):
+        """The step of ``compile=True``: ``kernel`` compiled, on :meth:`_kernel_groups`."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        _compiled(kernel)(self._kernel_groups())  # type: ignore[attr-defined]
+        return loss
+
     def _scalars_of(self, index, values: tuple, like: Tensor) -> Tensor:
         """A group's scalars as one tensor for a compiled kernel, rebuilt only when they change
         (a tensor, not Python floats: a new learning rate must not recompile)."""
@@ -246,12 +255,7 @@ class ProxSGD(_L1Groups, SGD):
     @torch.no_grad()
     def step(self, closure=None):
         if self.compile:
-            loss = None
-            if closure is not None:
-                with torch.enable_grad():
-                    loss = closure()
-            _compiled(_prox_sgd_kernel)(self._kernel_groups())
-            return loss
+            return self._compiled_step(_prox_sgd_kernel, closure)
         loss = super().step(closure)
         for group in self.param_groups:
             if group["l1"] > 0:
@@ -334,12 +338,7 @@ class ProxAdam(_L1Groups, Adam):
     @torch.no_grad()
     def step(self, closure=None):
         if self.compile:
-            loss = None
-            if closure is not None:
-                with torch.enable_grad():
-                    loss = closure()
-            _compiled(_prox_adam_kernel)(self._kernel_groups())
-            return loss
+            return self._compiled_step(_prox_adam_kernel, closure)
         loss = super().step(closure)
         for group in self.param_groups:
             if group["l1"] <= 0:
