@@ -144,15 +144,15 @@ def test_bad_hyperparameters_are_rejected(kw, match):
         ProxSGD(net.parameters(), **{"lr": 0.1, **kw})
 
 
-def _eager_and_compiled(make_optimizer, lr: float, steps: int):
+def _eager_and_compiled(make_optimizer, lr: float, steps: int, dtype=torch.float32):
     """Parameters and optimizer state after ``steps`` steps (a changing learning rate, as under
     a schedule), eager then compiled, from the same start."""
     results, states = [], []
     for compiled in (False, True):
         torch.manual_seed(0)
-        net = mlp(10, [20], 3, seed=0)
+        net = mlp(10, [20], 3, seed=0).to(dtype)
         opt = make_optimizer(net, compiled)
-        x, y = torch.randn(64, 10), torch.randint(0, 3, (64,))
+        x, y = torch.randn(64, 10, dtype=dtype), torch.randint(0, 3, (64,))
         for step in range(steps):
             for g in opt.param_groups:
                 g["lr"] = lr / (1 + step)
@@ -213,3 +213,36 @@ def test_compiled_prox_sgd_matches_the_eager_one(kw):
         return opt
 
     _assert_same_result(*_eager_and_compiled(make, 0.1, 6), atol=1e-6)
+
+
+def test_compiled_steps_keep_their_constants_in_bfloat16():
+    # in bfloat16, β₂ = 0.999 rounds to 1: a kernel computing 1 − β₂ from a bfloat16 β₂ froze
+    # v at 0 and made Adam's step m/ε (NaN here within 4 steps); 1 − β comes in from Python
+    pytest.importorskip("torch._inductor")
+
+    def adam(net, compiled):
+        return ProxAdam(param_groups(net, resolve_lambdas(net, layer_lam=[0.01, 0.02])),
+                        lr=0.05, compile=compiled)
+
+    def sgd(net, compiled):
+        return ProxSGD(param_groups(net, resolve_lambdas(net, layer_lam=[0.3, 0.1])), lr=0.1,
+                       momentum=0.9, compile=compiled)
+
+    for make, lr in ((adam, 0.05), (sgd, 0.1)):
+        results, _ = _eager_and_compiled(make, lr, 4, dtype=torch.bfloat16)
+        for eager, fused in zip(*results):
+            torch.testing.assert_close(fused.float(), eager.float(), rtol=0.05, atol=0.02)
+
+
+def test_compile_survives_a_deep_copy_and_bad_options_fail_before_any_step():
+    import copy
+
+    net = mlp(4, [3], 2, seed=0)
+    opt = ProxAdam(param_groups(net, {"fc1": 0.1}), lr=0.1, compile=True)
+    assert copy.deepcopy(opt).compile is True
+    opt.param_groups[0]["amsgrad"] = True
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.raises(ValueError, match="amsgrad"):
+        opt.step()
+    assert not opt.state  # nothing was counted or allocated

@@ -72,19 +72,19 @@ def prox_l1_diagonal_(params: list[Tensor], denoms: list[Tensor], c: float) -> N
 
 def _prox_sgd_kernel(groups: list[tuple]) -> None:
     """A whole :class:`ProxSGD` step: the unit that ``torch.compile`` fuses into one pass per
-    tensor (read p, g, v; write p, v), as cheap as PyTorch's fused SGD kernel.
+    tensor (read p, g, v; write p, v), the memory traffic of PyTorch's fused SGD kernel.
 
     ``groups`` holds, per parameter group, ``(params, grads, bufs, s, nesterov, maximize)``
     with ``bufs`` the momentum buffers (``None`` without momentum) and ``s`` the 1-D tensor
-    ``[lr, momentum, dampening, weight_decay, τ]``, τ from :func:`sgd_threshold` (a tensor,
-    so that a changing learning rate does not recompile).
+    ``[lr, momentum, 1 − dampening, weight_decay, τ]``, τ from :func:`sgd_threshold` (a
+    tensor, so that a changing learning rate does not recompile).
     """
     for params, grads, bufs, s, nesterov, maximize in groups:
-        lr, momentum, dampening, weight_decay, tau = s[0], s[1], s[2], s[3], s[4]
+        lr, momentum, undamped, weight_decay, tau = s[0], s[1], s[2], s[3], s[4]
         for p, g, buf in zip(params, grads, bufs):
             d = (-g if maximize else g) + weight_decay * p
             if buf is not None:
-                v = buf * momentum + (1 - dampening) * d
+                v = buf * momentum + undamped * d
                 buf.copy_(v)
                 d = d + momentum * v if nesterov else v
             u = p - lr * d
@@ -96,17 +96,18 @@ def _prox_adam_kernel(groups: list[tuple]) -> None:
     the unit that ``torch.compile`` fuses into one pass per tensor.
 
     ``groups`` holds ``(params, grads, exp_avgs, exp_avg_sqs, s, maximize)`` for each set of
-    parameters of one group at one step count, with ``s`` the tensor ``[lr / (1 − β₁ᵗ), β₁, β₂,
-    ε, weight_decay, lr·l1, √(1 − β₂ᵗ)]`` (the bias corrections come in computed: inside
-    the kernel they would be recomputed for every vector of entries).
+    parameters of one group at one step count, with ``s`` the tensor ``[lr / (1 − β₁ᵗ), β₁,
+    1 − β₁, β₂, 1 − β₂, ε, weight_decay, lr·l1, √(1 − β₂ᵗ)]`` (computed in Python: inside the
+    kernel the bias corrections would be recomputed for every vector of entries, and 1 − β₂
+    would lose its digits in a low-precision dtype).
     """
     for params, grads, exp_avgs, exp_avg_sqs, s, maximize in groups:
-        step_size, beta1, beta2, eps, weight_decay, tau, bias2_sqrt = (
-            s[0], s[1], s[2], s[3], s[4], s[5], s[6])
+        step_size, beta1, one_m_beta1, beta2, one_m_beta2, eps, weight_decay, tau, bias2_sqrt = (
+            s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8])
         for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
             g = (-g if maximize else g) + weight_decay * p
-            m_new = beta1 * m + (1 - beta1) * g
-            v_new = beta2 * v + (1 - beta2) * g * g
+            m_new = beta1 * m + one_m_beta1 * g
+            v_new = beta2 * v + one_m_beta2 * g * g
             m.copy_(m_new)
             v.copy_(v_new)
             d = v_new.sqrt() / bias2_sqrt + eps
@@ -122,6 +123,11 @@ def _compiled(kernel):
     if kernel not in _COMPILED:
         _COMPILED[kernel] = torch.compile(kernel, dynamic=True)
     return _COMPILED[kernel]
+
+
+def _scalar_dtype() -> torch.dtype:
+    """The dtype of torch's Adam step counter: float64 under a float64 default, else float32."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 def _check(value: float, name: str, low: float = 0.0, high: float | None = None) -> float:
@@ -163,18 +169,24 @@ class _L1Groups:
     def _scalars_of(self, index, values: tuple, like: Tensor) -> Tensor:
         """A group's scalars as one tensor for a compiled kernel, rebuilt only when they change
         (a tensor, not Python floats: a new learning rate must not recompile)."""
+        # at least float32: in bfloat16, β₂ = 0.999 would round to 1, and small thresholds to 0
+        dtype = torch.promote_types(like.dtype, torch.float32)
         cache = self.__dict__.setdefault("_scalar_cache", {})
         hit = cache.get(index)
         if (hit is None or hit[0] != values or hit[1].device != like.device
-                or hit[1].dtype != like.dtype):
-            cache[index] = hit = (values, torch.tensor(values, dtype=like.dtype,
-                                                       device=like.device))
+                or hit[1].dtype != dtype):
+            cache[index] = hit = (values, torch.tensor(values, dtype=dtype, device=like.device))
         return hit[1]
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)  # type: ignore[misc]
         group = self.param_groups[-1]  # type: ignore[attr-defined]
         group["l1"] = _check(group.get("l1", self.defaults.get("l1", 0.0)), "l1")  # type: ignore
+
+    def __getstate__(self):
+        state = super().__getstate__()  # type: ignore[misc]
+        state["compile"] = getattr(self, "compile", False)  # torch keeps only its own fields
+        return state
 
     def __setstate__(self, state):
         super().__setstate__(state)  # type: ignore[misc]
@@ -271,7 +283,7 @@ class ProxSGD(_L1Groups, SGD):
             if not params:
                 continue
             momentum, dampening = group["momentum"], group["dampening"]
-            scalars = self._scalars_of(i, (group["lr"], momentum, dampening,
+            scalars = self._scalars_of(i, (group["lr"], momentum, 1 - dampening,
                                            group["weight_decay"], sgd_threshold(group)),
                                        params[0])
             bufs = []
@@ -358,17 +370,19 @@ class ProxAdam(_L1Groups, Adam):
     def _kernel_groups(self) -> list[tuple]:
         """The arguments of :func:`_prox_adam_kernel`; the state made as torch's Adam makes it,
         so that checkpoints resume either way."""
+        for group in self.param_groups:  # before any state changes
+            for option in ("amsgrad", "decoupled_weight_decay", "capturable", "differentiable"):
+                if group.get(option):
+                    raise ValueError(f"ProxAdam(compile=True) does not implement {option!r}.")
         out = []
         for i, group in enumerate(self.param_groups):
-            if group.get("amsgrad"):
-                raise ValueError("ProxAdam(compile=True) does not implement 'amsgrad'.")
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             for p in params:
                 state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                if not state:  # as torch's Adam makes it
+                    state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             steps = [self.state[p]["step"] for p in params]
@@ -377,12 +391,11 @@ class ProxAdam(_L1Groups, Adam):
             by_step: dict[float, list[Tensor]] = {}  # one set, unless some grads were None
             for p, t in zip(params, steps):
                 by_step.setdefault(float(t), []).append(p)
-            for t, ps in by_step.items():
+            for k, (t, ps) in enumerate(by_step.items()):
                 scalars = self._scalars_of(
-                    (i, len(by_step) > 1 and t),
-                    (group["lr"] / (1 - beta1 ** t), beta1, beta2, group["eps"],
-                     group["weight_decay"], group["lr"] * group["l1"],
-                     math.sqrt(1 - beta2 ** t)), ps[0])
+                    (i, k), (group["lr"] / (1 - beta1 ** t), beta1, 1 - beta1, beta2, 1 - beta2,
+                             group["eps"], group["weight_decay"], group["lr"] * group["l1"],
+                             math.sqrt(1 - beta2 ** t)), ps[0])
                 states = [self.state[p] for p in ps]
                 out.append((ps, [p.grad for p in ps], [s["exp_avg"] for s in states],
                             [s["exp_avg_sq"] for s in states], scalars,
