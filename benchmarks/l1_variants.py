@@ -33,7 +33,7 @@ import time
 import torch
 
 from l1sparse.baselines import gradual_magnitude_pruning
-from l1sparse.compact import unit_report
+from l1sparse.compact import rebalance, unit_report
 from l1sparse.data import load_mnist_format
 from l1sparse.losses import metric
 from l1sparse.models import mlp
@@ -47,24 +47,6 @@ from _machine import machine_description  # noqa: E402 - run as a script from be
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = ("gmp", "default", "slow", "warm-up", "per-layer", "rebalance")
 SUBSAMPLE = 10_000
-
-
-@torch.no_grad()
-def rebalance(model, lambdas: dict[str, float], optimizer=None) -> None:
-    """Rescale every hidden unit to minimise its ℓ1 penalty; the function is unchanged."""
-    layers = dict(penalised_layers(model))
-    names = list(layers)
-    for inner, outer in zip(names, names[1:]):
-        a, b = layers[inner], layers[outer]
-        na, nb = a.weight.abs().sum(1), b.weight.abs().sum(0)
-        both = (na > 0) & (nb > 0)
-        c = torch.ones_like(na)
-        c[both] = torch.sqrt(lambdas[outer] * nb[both] / (lambdas[inner] * na[both]))
-        for p, scale in ((a.weight, c[:, None]), (a.bias, c), (b.weight, 1 / c[None, :])):
-            p.mul_(scale)
-            state = optimizer.state.get(p, {}) if optimizer is not None else {}
-            if state.get("momentum_buffer") is not None:
-                state["momentum_buffer"].div_(scale)  # the gradient scales inversely
 
 
 def main(argv: list[str] | None = None) -> int:

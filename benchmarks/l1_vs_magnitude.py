@@ -5,7 +5,8 @@ mode with the 10k gradient subsample (``warm-sub`` in ``compare.py``) and gradua
 pruning — and reports, for each network,
 
 - the ℓ1 objective ``L(Θ)/N + (λ/N)·Σ‖W_k‖₁`` at the λ the selector chose, on the training
-  set: which of the two networks the ℓ1 model itself prefers;
+  set, as trained and after :func:`l1sparse.compact.rebalance` (same function, smallest penalty
+  per unit): which of the two networks the ℓ1 model itself prefers;
 - its live hidden units (a nonzero incoming and outgoing weight) and the architecture that
   :func:`l1sparse.compact.compact` leaves: ℓ1 with one λ across layers switches whole units off;
 - the latency of one forward pass at batch 1 and 256: as trained (dense ``nn.Linear`` with
@@ -20,13 +21,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 
 import torch
 
 from l1sparse.baselines import gradual_magnitude_pruning
-from l1sparse.compact import compact, unit_report
+from l1sparse.compact import compact, rebalance, unit_report
 from l1sparse.data import load_mnist_format
 from l1sparse.losses import fidelity, metric
 from l1sparse.penalty import penalised_layers
@@ -75,13 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trained {target:.0%}", flush=True)
 
     @torch.no_grad()
-    def objective(net, lam: float) -> tuple[float, float]:
-        """(mean training loss, mean loss + λ/N·Σ‖W_k‖₁)."""
+    def objective(net, lam: float) -> tuple[float, float, float]:
+        """(mean training loss, loss + λ/N·Σ‖W_k‖₁, the same after ``rebalance``)."""
         loss = sum(float(fidelity(net(ds.X_train[i:i + 8192]), ds.y_train[i:i + 8192],
                                   "classification")) for i in range(0, ds.n_train, 8192))
         loss /= ds.n_train
-        l1 = sum(float(m.weight.abs().sum()) for _, m in penalised_layers(net))
-        return loss, loss + lam * l1
+
+        def l1(m):
+            return sum(float(layer.weight.abs().sum()) for _, layer in penalised_layers(m))
+
+        balanced = copy.deepcopy(net)  # the same function, the smallest penalty per unit
+        rebalance(balanced, {n: 1.0 for n, _ in penalised_layers(net)})
+        return loss, loss + lam * l1(net), loss + lam * l1(balanced)
 
     gen = torch.Generator().manual_seed(args.seed)
     info, timing = [], []
@@ -105,12 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             timing.append((method, target, batch, t))
             print(method, target, batch, {k: round(v, 1) for k, v in t.items()}, flush=True)
 
-    lines = ["| method | zeros | nnz | test acc | train loss | ℓ1 objective (λ/N) | live units | "
-             "compact architecture | compact weights (dense) |",
-             "|---|---:|---:|---:|---:|---:|---|---|---:|"]
-    for method, target, nnz, acc, loss, obj, live, arch, total in info:
+    lines = ["| method | zeros | nnz | test acc | train loss | ℓ1 objective (λ/N) | "
+             "rebalanced | live units | compact architecture | compact weights (dense) |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+    for method, target, nnz, acc, loss, obj, obj_b, live, arch, total in info:
         lines.append(f"| {method} | {target:.0%} | {nnz:,} | {acc:.4f} | {loss:.4f} | "
-                     f"{obj:.4f} ({lam_per_sample[target]:.3g}) | {live} | {arch} | {total:,} |")
+                     f"{obj:.4f} ({lam_per_sample[target]:.3g}) | {obj_b:.4f} | {live} | "
+                     f"{arch} | {total:,} |")
     t_lines = ["| method | zeros | batch | as trained µs | to_sparse µs | compact µs | "
                "compact+to_sparse µs | as trained / best |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for method, target, batch, t in timing:
@@ -135,7 +143,9 @@ momentum 0.9, batch 128, cosine decay), trained to each zero fraction by `fit_sp
 mode, γ from a 10k subsample) and by gradual magnitude pruning. *train loss*: mean
 cross-entropy on the training set. *ℓ1 objective*: train loss + (λ/N)·Σ‖W_k‖₁ at the λ the
 selector chose for that target (in brackets): the function the ℓ1 run minimises, evaluated on
-both networks. *live units*: hidden units of
+both networks; *rebalanced*: the same after `l1sparse.compact.rebalance`, which rescales every
+hidden unit to its smallest penalty without changing the network's function. *live units*:
+hidden units of
 the two hidden layers (of 300 / 100) with a nonzero incoming and outgoing weight. *compact*:
 `l1sparse.compact.compact`, the same function as a narrower dense MLP (outputs checked equal
 within 1e-4). Latency of one forward pass under `torch.no_grad()`: median of {args.rounds}

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from l1sparse.compact import compact, unit_report
+from l1sparse.compact import compact, rebalance, unit_report
+from l1sparse.penalty import penalised_layers
 from l1sparse.models import mlp
 
 
@@ -65,3 +66,43 @@ def test_a_model_without_switched_off_units_is_copied_unchanged():
 def test_only_mlps_are_accepted():
     with pytest.raises(TypeError, match="MLP"):
         unit_report(nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)))
+
+
+def test_compact_leaves_the_global_random_stream_alone():
+    net = mlp(6, [5, 4], 3, seed=0)
+    with torch.no_grad():
+        net.fc2.weight[:, 0] = 0
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    compact(net)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_rebalance_keeps_the_function_and_balances_every_unit():
+    net = mlp(6, [5, 4], 3, seed=0)
+    with torch.no_grad():
+        net.fc1.weight.mul_(torch.tensor([0.1, 1.0, 5.0, 2.0, 0.3])[:, None])  # unbalanced
+        net.fc2.weight[:, 4] = 0  # a unit without output stays as it is
+    lambdas = {"fc1": 2.0, "fc2": 1.0, "fc3": 0.5}
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+
+    def penalty(m):
+        return sum(lambdas[n] * float(layer.weight.detach().abs().sum())
+                   for n, layer in penalised_layers(m))
+
+    x = torch.randn(32, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out, pen = net(x), penalty(net)
+    rebalance(net, lambdas)
+    torch.testing.assert_close(net(x), out, rtol=1e-5, atol=1e-6)
+    assert penalty(net) < pen
+    # the last layer visited is balanced: λ_in‖a_j‖₁ = λ_out‖b_j‖₁ for every unit of h2
+    torch.testing.assert_close(lambdas["fc2"] * net.fc2.weight.abs().sum(1),
+                               lambdas["fc3"] * net.fc3.weight.abs().sum(0))
+    assert torch.equal(net.fc1.weight[4], before["fc1.weight"][4])
+
+
+def test_rebalance_refuses_activations_it_would_change():
+    with pytest.raises(ValueError, match="positively homogeneous"):
+        rebalance(mlp(3, [2], 1, activation="tanh"), {"fc1": 1.0, "fc2": 1.0})

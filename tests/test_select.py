@@ -76,9 +76,17 @@ def test_the_first_lambda_is_a_factor_of_the_first_order_guess(linear_problem):
     assert solver.lam_init_factor == 1.0  # proximal SGD without momentum: the guess itself
     assert first["warm", None] == pytest.approx(first["retrain", None], rel=1e-12)
     assert first["warm", 0.5] == pytest.approx(0.5 * first["retrain", None], rel=1e-12)
+    # the solver's own factor is what select_lambda uses: proximal SGD with momentum 0.9 starts
+    # at a tenth of the same first-order guess
+    net = mlp(X.shape[1], [], 1, seed=0).double()
     momentum = TrainingSolver(net, torch.tensor(X), torch.tensor(y).unsqueeze(1),
-                              task="regression", optimizer="sgd", lr=0.1, momentum=0.9)
+                              task="regression", optimizer="sgd", lr=0.01, momentum=0.9,
+                              batch_size=None)
     assert momentum.lam_init_factor == pytest.approx(0.1)
+    result = select_lambda(momentum, make_target(net, nnz=5, tol=0), mode="warm", epochs=20,
+                           max_outer=1)
+    assert result.history[0].lambdas["fc1"] == pytest.approx(0.1 * first["retrain", None],
+                                                             rel=1e-12)
     net, solver = _linear_solver(X, y)
     with pytest.raises(ValueError, match="'lam_init_factor'"):
         select_lambda(solver, make_target(net, nnz=5), lam_init_factor=0.0)
