@@ -13,7 +13,7 @@ Rows:
   for the biases), and ``Adam(fused=True)``;
 - ``ProxSGD`` / ``ProxAdam`` with ``l1 = 0`` (the plain step through our kernels) and with
   ``l1 > 0`` on the weights (the proximal step, soft-thresholding included), and with
-  ``compile=True`` (ProxSGD: the whole step in one compiled pass; ProxAdam: the prox);
+  ``compile=True`` (the whole step in one compiled pass);
 - ``torch.optim.SGD(fused=True)``, the fastest plain step torch offers on CPU;
 - the same for SGD with momentum 0.9 (``fit_sparse``'s default optimizer);
 - for scale: one whole training step (forward, backward, proximal step) at batch 128.

@@ -579,8 +579,9 @@ def select_lambda(
         Default: the solver's ``lam_init_factor`` if it has one, else 1 (see
         :attr:`TrainingSolver.lam_init_factor`). Warm mode in particular is better
         started on the dense side of the target, because sparsifying is not undone by
-        lowering λ: a hidden unit whose incoming and outgoing weights are all zero is
-        stationary for every λ > 0.
+        lowering λ: the incoming weights of a hidden unit with no outgoing weight get no
+        gradient, and its outgoing weights only σ(b) times the gradient of the next layer's
+        biases, which training drives to zero.
     max_step : float, optional
         Largest factor by which λ may change in one iteration. Default 1.4 in warm mode, none
         in retrain mode.
