@@ -1,7 +1,7 @@
 """l1sparse: sparse neural networks with ℓ1 regularisation, at the sparsity you ask for."""
 
 from .characterize import Characterization, characterize, full_gradient, lambda_max, lasso_lambda_max
-from .compact import UnitReport, compact, unit_report
+from .compact import UnitReport, compact, rebalance, unit_report
 from .export import load, read_metadata, save_model
 from .models import MLP, build_model, mlp
 from .penalty import (
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "compact",
+    "rebalance",
     "unit_report",
     "UnitReport",
     "to_sparse",
