@@ -327,46 +327,29 @@ def main(argv: list[str] | None = None) -> int:
 
     grid_result = grid_time = None
     for target in targets:
-        if "warm" in methods or "warm+debias" in methods:
+        for label, samples in (("warm", None), ("warm-sub", SUBSAMPLE)):
+            wanted = [m for m in (label, label + "+debias") if m in methods]
+            if not wanted or (samples is not None and samples >= n):
+                continue
             model = factory()
             clock = Clock()
             res = fit_sparse(model, X, y, zero_fraction=target, mode="warm",
-                             grad_samples=None, **common)
+                             grad_samples=samples, **common)
             wall, cpu = clock.read()
             notes = (f"λ/N={res.lam / n:.3g}, {res.outer_iterations} outer, "
-                     f"{'met' if res.converged else 'NOT met'}")
-            if "warm" in methods:
-                emit(Row("warm", target, zeros(model), acc(model), wall, cpu, res.epochs_total,
+                     f"{'met' if res.converged else 'NOT met'}"
+                     + (f", γ from {samples} samples" if samples else ""))
+            if label in methods:
+                emit(Row(label, target, zeros(model), acc(model), wall, cpu, res.epochs_total,
                          E, notes), model)
-            if "warm+debias" in methods:
-                model = copy.deepcopy(model)
-                clock = Clock()
-                debias(model, X, y, task="classification", epochs=F, lr=args.finetune_lr,
-                       optimizer=args.finetune_optimizer,
-                       batch_size=args.batch_size,
-                       generator=torch.Generator().manual_seed(args.seed + 1))
-                w2, c2 = clock.read()
-                emit(Row("warm+debias", target, zeros(model), acc(model), wall + w2, cpu + c2,
-                         res.epochs_total + F, E, notes + f", +{F} debias ep"), model)
-        if ("warm-sub" in methods or "warm-sub+debias" in methods) and SUBSAMPLE < n:
-            model = factory()
-            clock = Clock()
-            res = fit_sparse(model, X, y, zero_fraction=target, mode="warm",
-                             grad_samples=SUBSAMPLE, **common)
-            wall, cpu = clock.read()
-            notes = (f"λ/N={res.lam / n:.3g}, {res.outer_iterations} outer, "
-                     f"{'met' if res.converged else 'NOT met'}, γ from {SUBSAMPLE} samples")
-            if "warm-sub" in methods:
-                emit(Row("warm-sub", target, zeros(model), acc(model), wall, cpu,
-                         res.epochs_total, E, notes), model)
-            if "warm-sub+debias" in methods:
+            if label + "+debias" in methods:
                 model = copy.deepcopy(model)
                 clock = Clock()
                 debias(model, X, y, task="classification", epochs=F, lr=args.finetune_lr,
                        optimizer=args.finetune_optimizer, batch_size=args.batch_size,
                        generator=torch.Generator().manual_seed(args.seed + 1))
                 w2, c2 = clock.read()
-                emit(Row("warm-sub+debias", target, zeros(model), acc(model), wall + w2,
+                emit(Row(label + "+debias", target, zeros(model), acc(model), wall + w2,
                          cpu + c2, res.epochs_total + F, E, notes + f", +{F} debias ep"), model)
         if "retrain" in methods:
             model = factory()
