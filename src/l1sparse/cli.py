@@ -208,7 +208,7 @@ def _metrics(model, data) -> tuple[float, float | None]:
 
 def cmd_train(args) -> int:
     from .characterize import characterize
-    from .data import make_regression
+    from .data import make_synthetic_regression
     from .losses import METRIC_NAMES
     from .penalty import resolve_lambdas
     from .sparsity import sparsity
@@ -219,7 +219,7 @@ def cmd_train(args) -> int:
     else:
         if args.task != "regression":
             raise UsageError("built-in data is for --task regression; give --data FILE")
-        data = make_regression("oscillating", dim=4, n_train=1000, n_test=1000,
+        data = make_synthetic_regression("oscillating", dim=4, n_train=1000, n_test=1000,
                                noise_std=0.1, seed=args.seed)
     model = _build(args, data)
     lambdas = resolve_lambdas(model, args.lam, args.layer_lam)

@@ -1,8 +1,8 @@
 """Regression experiments: one λ for several targets (T1) and one λ_k per layer (T2).
 
-The data are ``y = f(x) + N(0, v²)`` from :func:`l1sparse.data.make_regression`, and the error
-that matters is against the noise-free truth ``f`` (:func:`l1sparse.data.ground_truth`): the
-relative L2 error ``‖N(Θ; X) − f(X)‖₂ / ‖f(X)‖₂`` on the test inputs. The trivial predictor
+The data are ``y = f(x) + N(0, v²)`` from :func:`l1sparse.data.make_synthetic_regression`, and
+the error that matters is against the noise-free truth ``f`` (:func:`l1sparse.data.ground_truth`):
+the relative L2 error ``‖N(Θ; X) − f(X)‖₂ / ‖f(X)‖₂`` on the test inputs. The trivial predictor
 (the mean of the training labels) has a relative error of about 1.
 
 Protocol (every number in :class:`RegressionConfig`):
@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..characterize import characterize
-from ..data import Dataset, ground_truth, make_regression
+from ..data import Dataset, ground_truth, make_synthetic_regression
 from ..losses import metric
 from ..models import mlp
 from ..select import TrainingSolver, make_target, select_lambda
@@ -191,8 +191,8 @@ def run_regression(
 ) -> RegressionResult:
     """Run T1 and/or T2 (``tables``) and return their tables, summary records and networks."""
     cfg = config
-    data = make_regression(cfg.function, dim=cfg.dim, n_train=cfg.n_train, n_test=cfg.n_test,
-                           noise_std=cfg.noise_std, seed=cfg.seed)
+    data = make_synthetic_regression(cfg.function, dim=cfg.dim, n_train=cfg.n_train,
+                                     n_test=cfg.n_test, noise_std=cfg.noise_std, seed=cfg.seed)
     f_train = ground_truth(cfg.function, data.X_train, cfg.dim)
     f_test = ground_truth(cfg.function, data.X_test, cfg.dim)
     result = RegressionResult(config=cfg, data=data)
