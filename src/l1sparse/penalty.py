@@ -34,6 +34,13 @@ __all__ = [
     "param_groups",
     "set_group_l1",
     "UNPENALISED_GROUP",
+    "L1Penalty",
+    "ReweightedL1Penalty",
+    "PENALTIES",
+    "make_penalty",
+    "L1_WEIGHT",
+    "l1_weights",
+    "set_l1_weights",
 ]
 
 PENALISED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -189,22 +196,44 @@ def penalty_value(model: nn.Module, lambdas: Mapping[str, float]) -> float:
 UNPENALISED_GROUP = "unpenalised"
 
 
-def param_groups(model: nn.Module, l1: Mapping[str, float]) -> list[dict]:
+def param_groups(model: nn.Module, l1: Mapping[str, float] | float | None = None) -> list[dict]:
     """Optimizer parameter groups: one per penalised weight, one for everything else.
 
     Parameters
     ----------
     model : nn.Module
-    l1 : mapping from layer name to the ``l1`` coefficient *on the optimizer's scale* (λ_k / N
-        when the mean loss is back-propagated, see :func:`lambda_per_sample`).
+    l1 : mapping from layer name to the ``l1`` coefficient, a single coefficient for every
+        layer, or None (default: 0, e.g. for a :class:`~l1sparse.scheduler.SparsityScheduler`
+        to set). On the optimizer's scale: λ_k / N when the mean loss is back-propagated, see
+        :func:`lambda_per_sample`. Layer names are those of ``model.named_modules()``.
 
     Each group carries ``name`` (the layer name) so that :func:`set_group_l1` can change λ_k
     during a run without rebuilding the optimizer. Biases and every other parameter go in the
     group named ``"unpenalised"`` with ``l1 = 0``.
+
+    Raises
+    ------
+    ValueError
+        If ``l1`` names a layer the model does not have (or that is not penalisable), or a
+        coefficient is negative or not finite.
+
+    >>> from l1sparse.models import mlp
+    >>> [g["name"] for g in param_groups(mlp(4, [8], 1), {"fc1": 0.1})]
+    ['fc1', 'fc2', 'unpenalised']
     """
+    layers = penalised_layers(model)
+    names = [name for name, _ in layers]
+    if l1 is None:
+        l1 = {}
+    elif not isinstance(l1, Mapping):
+        l1 = {name: l1 for name in names}
+    unknown = [k for k in l1 if k not in names]
+    if unknown:
+        raise ValueError(f"The 'l1' parameter names {unknown}, which are not penalised layers of "
+                         f"the model; the penalised layers are {names}.")
     groups = []
     penalised = set()
-    for name, module in penalised_layers(model):
+    for name, module in layers:
         coef = _check_lambda(l1.get(name, 0.0), f"l1[{name!r}]")
         groups.append({"params": [module.weight], "name": name, "l1": coef})
         penalised.add(id(module.weight))
@@ -221,3 +250,154 @@ def set_group_l1(optimizer: torch.optim.Optimizer, l1: Mapping[str, float]) -> N
         if name not in by_name:
             raise ValueError(f"The optimizer has no parameter group named {name!r}.")
         by_name[name]["l1"] = _check_lambda(coef, f"l1[{name!r}]")
+
+
+# --------------------------------------------------------------------------- penalty objects
+
+
+class L1Penalty:
+    """The plain ℓ1 penalty ``λ Σ_i |w_i|``: every weight has penalty weight ``c_i = 1``.
+
+    A penalty object knows the pieces of its identity that the optimizers, the
+    characterisation and the selector share (docs/design.md §2):
+
+    * :meth:`value` — ``λ Σ_i c_i |w_i|``;
+    * :meth:`threshold` — the soft-threshold of one proximal step, ``τ · c_i``;
+    * :meth:`distance` — the distance of ``−∂L/∂w_i`` to ``λ c_i ∂|w_i|``: the first-order
+      residual, zero at a stationary point;
+    * :meth:`lambda_max` — the smallest λ at which ``w = 0`` is stationary,
+      ``max_i |∂L/∂w_i| / c_i`` at zero;
+    * :meth:`weights` — the ``c_i`` it would use for the current weights (``None`` means all 1).
+
+    >>> p = L1Penalty()
+    >>> p.value(torch.tensor([1.0, -2.0, 0.0]), 0.5)
+    1.5
+    >>> p.distance(torch.tensor([-0.5, 0.2, 0.7]), torch.tensor([1.0, 0.0, 0.0]), 0.5)
+    tensor([0.0000, 0.0000, 0.2000])
+    """
+
+    name = "l1"
+    #: whether :meth:`weights` depends on the current weights (refreshed during a run)
+    adaptive = False
+
+    def weights(self, w: torch.Tensor) -> torch.Tensor | None:
+        """The penalty weights ``c_i`` for the weights ``w`` (``None``: all equal to 1)."""
+        return None
+
+    @staticmethod
+    def value(w: torch.Tensor, lam: float, c: torch.Tensor | None = None) -> float:
+        a = w.detach().abs()
+        return float(lam * (a.sum() if c is None else (c * a).sum()))
+
+    @staticmethod
+    def threshold(tau: float, c: torch.Tensor | None = None) -> float | torch.Tensor:
+        return tau if c is None else tau * c
+
+    @staticmethod
+    def distance(grad: torch.Tensor, w: torch.Tensor, lam: float,
+                 c: torch.Tensor | None = None) -> torch.Tensor:
+        """``dist(−∂L/∂w_i, λ c_i ∂|w_i|)`` entrywise: ``|g + λc·sign w|`` on the support,
+        ``max(|g| − λc, 0)`` off it."""
+        lc = lam if c is None else lam * c
+        on = (grad + lc * torch.sign(w)).abs()
+        off = (grad.abs() - lc).clamp(min=0)
+        return torch.where(w != 0, on, off)
+
+    @staticmethod
+    def lambda_max(grad_at_zero: torch.Tensor, c: torch.Tensor | None = None) -> float:
+        g = grad_at_zero.abs()
+        return float((g if c is None else g / c).max()) if g.numel() else 0.0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ReweightedL1Penalty(L1Penalty):
+    """Reweighted ℓ1 ``λ Σ_i c_i |w_i|`` with ``c_i = m / (|w_i| + ε m)``, ``m`` the layer's
+    mean ``|w|`` (Candès, Wakin & Boyd 2008), the weights refreshed from the current
+    magnitudes every few dozen steps.
+
+    Between refreshes it is a weighted ℓ1 penalty, so the paper's characterisation holds with
+    ``λ c_i`` in place of λ (the support has ``|∂L/∂w_i| = λ c_i``, the zeros
+    ``|∂L/∂w_i| ≤ λ c_i``) and the selector sorts ``γ_i / c_i``. Large weights get a small
+    ``c_i`` and small ones a large one (at most ``1/ε``): the penalty approximates a log
+    penalty, which, unlike plain ℓ1, does not prefer switching whole hidden units off.
+    For an all-zero layer (``m = 0``) every ``c_i`` is 1.
+
+    Parameters
+    ----------
+    eps : float, default 0.1
+        The floor of ``|w| / m`` in the denominator; ``1/eps`` is the largest weight.
+    refresh_every : int, default 50
+        Optimizer steps between refreshes of the ``c_i`` (used by the scheduler).
+
+    >>> c = ReweightedL1Penalty(eps=0.5).weights(torch.tensor([0.0, 1.0, 3.0]))
+    >>> [round(float(v), 4) for v in c]
+    [2.0, 0.8, 0.3636]
+    """
+
+    name = "reweighted"
+    adaptive = True
+
+    def __init__(self, eps: float = 0.1, refresh_every: int = 50) -> None:
+        if not (math.isfinite(eps) and eps > 0):
+            raise ValueError(f"The 'eps' parameter must be > 0. Got {eps!r}.")
+        if int(refresh_every) != refresh_every or refresh_every < 1:
+            raise ValueError(
+                f"The 'refresh_every' parameter must be a positive integer. Got {refresh_every!r}.")
+        self.eps, self.refresh_every = float(eps), int(refresh_every)
+
+    @torch.no_grad()
+    def weights(self, w: torch.Tensor) -> torch.Tensor:
+        a = w.detach().abs().float()
+        m = a.mean()
+        if not bool(m > 0):
+            return torch.ones_like(a)
+        return m / (a + self.eps * m)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(eps={self.eps:g}, refresh_every={self.refresh_every})"
+
+
+PENALTIES = {"l1": L1Penalty, "reweighted": ReweightedL1Penalty}
+
+
+def make_penalty(penalty: "str | L1Penalty") -> L1Penalty:
+    """A penalty object from its name (``"l1"``, ``"reweighted"``) or the object itself."""
+    if isinstance(penalty, L1Penalty):
+        return penalty
+    if penalty not in PENALTIES:
+        raise ValueError(f"The 'penalty' parameter must be one of {list(PENALTIES)} or a penalty "
+                         f"object. Got {penalty!r}.")
+    return PENALTIES[penalty]()
+
+
+L1_WEIGHT = "l1_weight"  # optimizer-state key of the per-weight penalty weights c_i
+
+
+def l1_weights(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The per-weight penalty weights ``c_i`` held in the optimizer's state, by layer name
+    (layers without them have ``c_i = 1`` and are left out)."""
+    out = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            c = optimizer.state.get(p, {}).get(L1_WEIGHT)
+            if c is not None:
+                out[group.get("name", str(id(p)))] = c
+    return out
+
+
+@torch.no_grad()
+def set_l1_weights(optimizer: torch.optim.Optimizer, penalty: L1Penalty) -> None:
+    """Store ``penalty.weights(w)`` for every penalised parameter in the optimizer's state
+    (removed again where the penalty has none): where the proximal steps read them."""
+    for group in optimizer.param_groups:
+        if group.get("name", UNPENALISED_GROUP) == UNPENALISED_GROUP:
+            continue
+        for p in group["params"]:
+            c = penalty.weights(p)
+            state = optimizer.state[p]
+            if c is None:
+                state.pop(L1_WEIGHT, None)
+            else:
+                state[L1_WEIGHT] = c.to(p.dtype)

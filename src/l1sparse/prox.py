@@ -20,6 +20,8 @@ from torch import Tensor
 from torch.optim import SGD, Adam
 from torch.optim.sgd import sgd as sgd_update
 
+from .penalty import L1_WEIGHT
+
 __all__ = ["soft_threshold", "soft_threshold_", "prox_l1_", "prox_l1_diagonal_", "sgd_threshold",
            "ProxSGD", "ProxAdam"]
 
@@ -158,6 +160,11 @@ class _L1Groups:
         for group in self.param_groups:
             group["l1"] = _check(group.get("l1", l1), "l1")
 
+    def _weighted(self) -> bool:
+        """Whether some parameter carries per-weight penalty weights ``c_i`` (the weighted
+        penalty takes the eager path: the compiled kernels have one threshold per group)."""
+        return any(L1_WEIGHT in st for st in self.state.values())  # type: ignore[attr-defined]
+
     def _compiled_step(self, kernel, closure):
         """The step of ``compile=True``: ``kernel`` compiled, on :meth:`_kernel_groups`."""
         loss = None
@@ -267,7 +274,7 @@ class ProxSGD(_L1Groups, SGD):
 
     @torch.no_grad()
     def step(self, closure=None):
-        if self.compile:
+        if self.compile and not self._weighted():
             return self._compiled_step(_prox_sgd_kernel, closure)
         loss = None
         if closure is not None:
@@ -275,9 +282,19 @@ class ProxSGD(_L1Groups, SGD):
                 loss = closure()
         self._sgd_update()
         for group in self.param_groups:
-            if group["l1"] > 0:
-                prox_l1_([p for p in group["params"] if p.grad is not None],
-                         sgd_threshold(group))
+            if group["l1"] <= 0:
+                continue
+            tau = sgd_threshold(group)
+            plain = []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                c = self.state[p].get(L1_WEIGHT) if p in self.state else None
+                if c is None:
+                    plain.append(p)
+                else:  # the weighted penalty: threshold τ·c_i per entry
+                    soft_threshold_(p, tau * c)
+            prox_l1_(plain, tau)
         return loss
 
     def _sgd_update(self) -> None:
@@ -385,7 +402,7 @@ class ProxAdam(_L1Groups, Adam):
 
     @torch.no_grad()
     def step(self, closure=None):
-        if self.compile:
+        if self.compile and not self._weighted():
             return self._compiled_step(_prox_adam_kernel, closure)
         loss = super().step(closure)
         for group in self.param_groups:
@@ -398,8 +415,14 @@ class ProxAdam(_L1Groups, Adam):
                     continue
                 state = self.state[p]
                 bias2_sqrt = math.sqrt(1 - beta2 ** float(state["step"]))
+                d = state["exp_avg_sq"].sqrt().div_(bias2_sqrt).add_(group["eps"])
+                c = state.get(L1_WEIGHT)
+                if c is not None:
+                    # weighted: the prox of lr·l1·c_i|·| in the metric diag(d) is
+                    # S_{lr·l1}(p·d/c)·c/d, exactly zero where |p|·d ≤ lr·l1·c_i
+                    d = d / c
                 params.append(p)
-                denoms.append(state["exp_avg_sq"].sqrt().div_(bias2_sqrt).add_(group["eps"]))
+                denoms.append(d)
             prox_l1_diagonal_(params, denoms, group["lr"] * group["l1"])
         return loss
 

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from .characterize import Characterization, characterize, full_gradient
 from .penalty import layer_names, penalised_layers, set_group_l1, lambda_per_sample
 from .sparsity import nnz_per_layer
+from .rule import Bracket as _Bracket, between as _between, propose as _propose
 from .train import make_optimizer, train
 
 __all__ = [
@@ -397,80 +398,6 @@ class SelectionResult:
 # --------------------------------------------------------------------------- the update
 
 
-@dataclass
-class _Bracket:
-    dense: tuple[float, int] | None = None  # (λ, iteration) known to give too many nonzeros
-    sparse: tuple[float, int] | None = None  # (λ, iteration) known to give too few
-    sparse_gamma: Tensor | None = None  # sorted γ of the last too-sparse solution
-    overshoot: float = 0.0
-
-    def expire(self, now: int, memory: int | None) -> None:
-        if memory is None:
-            return
-        if self.dense is not None and now - self.dense[1] > memory:
-            self.dense = None
-        if self.sparse is not None and now - self.sparse[1] > memory:
-            self.sparse = None
-            self.sparse_gamma = None
-            self.overshoot = 0.0
-
-
-def _propose(lam: float, count: int, scope: Scope, gamma: Tensor, br: _Bracket, it: int,
-             *, max_step: float | None, memory: int | None) -> float:
-    """Next λ for one scope from its nnz and sorted gradient magnitudes."""
-    br.expire(it, memory)
-    target = scope.nnz
-    k = max(1, min(int(round(target)), gamma.numel()))
-    if count < target:  # too sparse: lower λ
-        keep = memory is None and br.sparse is not None
-        br.sparse = (min(lam, br.sparse[0]) if keep else lam, it)
-        br.sparse_gamma, br.overshoot = gamma, 0.0
-        below = gamma[gamma < lam * (1 - 1e-9)]
-        if below.numel() == 0:
-            proposal = lam / 2
-        else:
-            proposal = min(_between(gamma, k), float(below[0]))
-            if proposal <= 0:
-                proposal = lam / 2
-    else:  # too dense: raise λ
-        keep = memory is None and br.dense is not None
-        br.dense = (max(lam, br.dense[0]) if keep else lam, it)
-        if br.sparse_gamma is not None:
-            br.overshoot += count - target
-            idx = int(round(target - br.overshoot))
-            proposal = _between(br.sparse_gamma, max(1, idx))
-            if proposal <= lam:
-                proposal = lam * 2
-        else:
-            proposal = lam * 2 if lam > 0 else float(gamma[0]) if gamma.numel() else 1.0
-    if max_step is not None and lam > 0:
-        proposal = min(max(proposal, lam / max_step), lam * max_step)
-    lo = br.dense[0] if br.dense else None
-    hi = br.sparse[0] if br.sparse else None
-    if lo is not None and hi is not None and lo < hi:
-        # stay clear of the ends, where a proposal can creep towards a knot without end
-        margin = (hi / lo) ** 0.05
-        if not (lo * margin < proposal < hi / margin):
-            proposal = math.sqrt(lo * hi)
-    elif lo is not None and hi is None and proposal <= lo:
-        proposal = lo * 2
-    elif hi is not None and lo is None and proposal >= hi:
-        proposal = hi / 2
-    return proposal
-
-
-def _between(gamma: Tensor, k: int) -> float:
-    """A λ between the k-th and (k+1)-th largest γ (geometric mean), 1-indexed.
-
-    By the first-order conditions, at such a λ the k weights under most pressure are nonzero and
-    the next one is not: a point inside the interval of support size k, not at its knot.
-    """
-    k = min(k, gamma.numel())
-    upper = float(gamma[k - 1])
-    lower = float(gamma[k]) if k < gamma.numel() else 0.0
-    return math.sqrt(upper * lower) if lower > 0 else upper / 2
-
-
 def _initial_lambdas(solver: Solver, target: Target) -> dict[str, float]:
     """λ_0 per scope: between the l*-th and (l*+1)-th largest gradient magnitudes at the
     initial weights (the first-order guess: those l* weights would be the ones to move)."""
@@ -721,7 +648,7 @@ def _update(state: SelectionState, target: Target, record: OuterRecord,
         if abs(count - s.nnz) <= band * s.tol + 1e-9:
             continue
         gamma = torch.cat([report[n].gamma for n in s.layers]).sort(descending=True).values
-        nxt = _propose(state.lambdas[s.layers[0]], count, s, gamma, br, record.iteration,
+        nxt = _propose(state.lambdas[s.layers[0]], count, s.nnz, gamma, br, record.iteration,
                        max_step=max_step, memory=memory)
         for n in s.layers:
             new[n] = nxt
