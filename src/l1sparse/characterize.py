@@ -1,4 +1,4 @@
-"""Characterising sparsity by λ through the first-order conditions (paper §3, DESIGN §3).
+"""Characterising sparsity by λ through the first-order conditions (paper §3, docs/design.md §4).
 
 At a (local) minimiser Θ* of ``L(Θ) + Σ_k λ_k ‖W_k‖₁`` with ``γ_j = |∂L/∂w_j(Θ*)|`` taken on
 the whole training set (summed loss):
@@ -101,7 +101,7 @@ class LayerCharacterization:
 
 @dataclass
 class Characterization:
-    """The characterisation report of DESIGN §3."""
+    """The characterisation report of docs/design.md §4."""
 
     layers: list[LayerCharacterization]
     loss: float  # summed fidelity L(Θ) over the data

@@ -6,7 +6,7 @@ share, so the all-reduced gradient is the gradient of the global batch's mean lo
 proximal step — applied to identical weights with identical gradients — keeps every rank's
 weights identical. The characterisation's full-data gradient is each rank's summed gradient over
 its shard, all-reduced with a sum: the summed-loss gradient of the whole training set, so λ keeps
-its summed-loss scale (DESIGN §1) whatever the number of ranks.
+its summed-loss scale (docs/design.md §1) whatever the number of ranks.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which parameters the ℓ1 term penalises, and the λ conventions.
 
-The objective of the paper (summed-loss scale, DESIGN §1) is
+The objective of the paper (summed-loss scale, docs/design.md §1) is
 
 .. math::
 

@@ -1,7 +1,7 @@
 """Training ℓ1-regularised models with a proximal optimizer, full batch or mini-batch.
 
 The loop back-propagates the *mean* fidelity over each batch, so the optimizers' ``l1`` is
-λ_k / N (DESIGN §1). Everything reported is on the summed scale: the history's objective is
+λ_k / N (docs/design.md §1). Everything reported is on the summed scale: the history's objective is
 ``L(Θ) + Σ_k λ_k ‖W_k‖₁`` with ``L`` summed over samples.
 """
 

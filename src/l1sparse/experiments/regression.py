@@ -58,7 +58,7 @@ class RegressionConfig:
     """Everything that defines the regression experiments (saved as ``config.json``).
 
     Targets are zero fractions ("0.9" = 90 % of the weights exactly zero); ``tol`` and
-    ``layer_tol`` are in the same unit. λ is on the summed-loss scale of DESIGN §1.
+    ``layer_tol`` are in the same unit. λ is on the summed-loss scale of docs/design.md §1.
     """
 
     function: str = "sine1d"
