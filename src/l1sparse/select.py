@@ -1,4 +1,4 @@
-"""Choosing λ (or every λ_k) so the trained network has a prescribed sparsity (DESIGN §4).
+"""Choosing λ (or every λ_k) so the trained network has a prescribed sparsity (docs/design.md §5).
 
 The selector only talks to a :class:`Solver`: "train at these λ_k for so many epochs", "go back
 to the initial weights", "report nnz and the full-data gradient magnitudes". It does not know how
