@@ -53,3 +53,54 @@ def test_every_cited_section_exists():
 def test_no_citation_of_the_design_notes_outside_the_repository(path):
     # "DESIGN §N" meant a file that is not in the repository; cite docs/design.md §N instead
     assert not re.search(r"\bDESIGN\s+§", path.read_text(encoding="utf-8"))
+
+
+# Importing a module (as doctest collection does for every module of src/) must not change
+# global state, and must not need a package that only some extras install.
+_IMPORT_ALL = r"""
+import importlib, logging, os, pkgutil, random, sys, warnings
+import numpy as np, torch
+try:
+    import scipy.optimize, scipy.special  # a third party's own import-time filters are not ours
+except ImportError:
+    pass
+before = dict(torch_rng=torch.get_rng_state().clone(), np_rng=np.random.get_state()[1].copy(),
+              py_rng=random.getstate(), threads=torch.get_num_threads(),
+              handlers=list(logging.getLogger().handlers), level=logging.getLogger().level,
+              filters=list(warnings.filters), env=dict(os.environ), cwd=sorted(os.listdir(".")),
+              dtype=torch.get_default_dtype(), grad=torch.is_grad_enabled(),
+              modules=set(sys.modules))
+import l1sparse
+names = [m.name for m in pkgutil.walk_packages(l1sparse.__path__, "l1sparse.")
+         if not m.name.endswith("__main__")]
+for name in names:
+    importlib.import_module(name)
+changed = []
+if not torch.equal(before["torch_rng"], torch.get_rng_state()): changed.append("torch RNG")
+if not (before["np_rng"] == np.random.get_state()[1]).all(): changed.append("numpy RNG")
+if before["py_rng"] != random.getstate(): changed.append("random RNG")
+if before["threads"] != torch.get_num_threads(): changed.append("torch threads")
+if (before["handlers"], before["level"]) != (logging.getLogger().handlers,
+                                             logging.getLogger().level):
+    changed.append("root logger")
+if before["filters"] != warnings.filters: changed.append("warnings filters")
+if before["env"] != dict(os.environ): changed.append("environment")
+if before["cwd"] != sorted(os.listdir(".")): changed.append("files in the working directory")
+if before["dtype"] != torch.get_default_dtype(): changed.append("default dtype")
+if before["grad"] != torch.is_grad_enabled(): changed.append("grad mode")
+optional = {"matplotlib", "mlxtend", "sklearn", "hypothesis", "pytest", "pandas"}
+loaded = sorted({m.split(".")[0] for m in set(sys.modules) - before["modules"]} & optional)
+print(len(names), "|", ",".join(changed), "|", ",".join(loaded))
+"""
+
+
+def test_importing_every_module_has_no_side_effects(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _IMPORT_ALL], cwd=tmp_path, check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    n_modules, changed, optional = (part.strip() for part in out.strip().split("|"))
+    assert int(n_modules) >= 20  # the walk found the package's modules
+    assert changed == "", f"importing l1sparse modules changed: {changed}"
+    assert optional == "", f"importing l1sparse modules imported optional packages: {optional}"

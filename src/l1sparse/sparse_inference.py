@@ -46,26 +46,19 @@ class SparseLinear(nn.Module):
     """``y = x Wᵀ + b`` with ``W`` stored as a sparse CSR tensor (inference only).
 
     For a batch of two or more samples the product is ``torch.addmm(b[:, None], W_csr, x.T).T``:
-    CSR times a dense matrix, then transposed (a view, no copy). Measured on CPU with torch 2.13,
-    one thread, on the layers of LeNet-300-100 at 90–98 % zeros, it was the fastest of the
-    formulations tried (300×784 at 95 % zeros, batch 256):
-
-    - ``torch.addmm(b[:, None], W_csr, x.T).T`` (chosen): ~0.42 ms, dense ``nn.Linear`` ~1.4 ms;
-    - ``torch.sparse.mm(W_csr, x.T).T + b``: the same kernel plus a bias add, ~5–10 % slower;
-    - ``torch.addmm(b, x, W_csr.t())`` and ``torch.addmm(b, x, Wᵀ as CSC)`` (dense times
-      sparse): ~1.8 ms;
-    - ``x @ (Wᵀ as CSR)``: ~2.5 ms; ``torch.sparse.mm(W as CSC, x.T).T``: ~1.1 ms.
+    CSR times a dense matrix, then transposed (a view, no copy). Of the formulations tried on
+    the layers of LeNet-300-100 (CSR or CSC, sparse times dense or dense times sparse, with the
+    bias fused or added), it was the fastest; the comparison, as measured, is in
+    ``benchmarks/SPARSE_KERNELS.md``.
 
     The transposed output means that a following :class:`SparseLinear` gets its right operand
-    ``x.T`` in row-major order, which the CSR kernel reads 1.5–3× faster than the column-major
-    ``x.T`` of an ordinary batch (300×784 at 98 % zeros: ~0.21 ms against ~0.40 ms); copying
-    ``x.T`` to make it row-major costs more than it saves. Call ``.contiguous()`` on the result
-    if a contiguous tensor is needed.
+    ``x.T`` in row-major order, which the CSR kernel reads faster than the column-major ``x.T``
+    of an ordinary batch; copying ``x.T`` to make it row-major costs more than it saves. Call
+    ``.contiguous()`` on the result if a contiguous tensor is needed.
 
-    A single sample goes through ``torch.addmv(b, W_csr, x[0])``, whose fixed cost is lower:
-    300×784 at 90 % zeros ~28 µs against ~42 µs with ``addmm`` (dense ~31 µs), at 98 % ~10 µs
-    against ~12 µs (dense ~20 µs). On small layers (100×300, 10×100) every sparse kernel stays
-    slower than dense at batch 1 (~6–16 µs against ~3–8 µs), which :func:`to_sparse` detects.
+    A single sample goes through ``torch.addmv(b, W_csr, x[0])``, whose fixed cost is lower than
+    that of ``addmm``. On small layers every sparse kernel can stay slower than dense at batch 1,
+    which :func:`to_sparse` detects by timing each layer in place.
 
     Parameters
     ----------
