@@ -102,8 +102,9 @@ def test_divergence_stops_with_advice_and_writes_no_model(cls_file, tmp_path, ca
                  "--target-sparsity", "0.5", "--optimizer", "sgd", "--lr", "1e30",
                  "--quiet", "--out", str(out)])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 4  # diverged: not the bad-input code
     assert "smaller learning rate" in err and len(err.strip().splitlines()) == 1
+    assert "--lr" in err and "--standardize" in err
     assert not (out / "model.safetensors").exists()
 
 

@@ -1,8 +1,8 @@
 """The ``l1sparse`` command line: ``train`` at a given λ, ``fit`` to a sparsity target.
 
-Printing and exit codes live here; the library only logs. Exit codes: 0 success (target met),
-2 bad input (one line on stderr, no traceback), 3 target not met (results still written),
-130 interrupted.
+Printing and exit codes live here; the library only logs. The exit codes are the table
+:data:`EXIT_CODES` (shown by ``--help`` and in the README): every error is one line on stderr,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -24,11 +24,63 @@ from ._atomic import atomic_write, atomic_write_text
 
 log = logging.getLogger("l1sparse")
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_MET, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_MET, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE, as a shell reports a command writing into `| head`
+EXIT_CODES = (
+    (EXIT_OK, "target met, and the network works"),
+    (EXIT_BAD_INPUT, "bad input: one line on stderr names the flag or file and what is allowed"),
+    (EXIT_NOT_MET, "target not met, or met by a network that does not work (results written)"),
+    (EXIT_DIVERGED, "training diverged (NaN/inf loss): try a smaller --lr, or --standardize"),
+    (EXIT_INTERRUPTED, "interrupted (fit keeps partial results: continue with --resume)"),
+    (EXIT_PIPE_CLOSED, "the reader of the output went away (e.g. | head); nothing printed"),
+)
+
+
+def _exit_table() -> str:
+    return "exit status:\n" + "".join(f"  {code:<5}{text}\n" for code, text in EXIT_CODES)
 
 
 class UsageError(ValueError):
     """Bad command-line input, reported in one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the flag (no usage dump); exit 2.
+
+    ``--help`` still prints the usage and every flag.
+    """
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        message = " ".join(message.split())
+        if "unrecognized arguments" in message or "required" in message:
+            message += f" (see {self.prog} --help)"
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind, *, low=None, high=None, low_open=False, high_open=False, what=""):
+    """An argparse type: an int or float within bounds, with a message stating them."""
+
+    def parse(text: str):
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>' if low_open else '>='} {low:g}")
+        if high is not None:
+            bounds.append(f"{'<' if high_open else '<='} {high:g}")
+        allowed = f"{what or ('an integer' if kind is int else 'a number')}" + (
+            f" {' and '.join(bounds)}" if bounds else "")
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}") from None
+        if kind is float and value != value:  # NaN
+            raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
+        if ((low is not None and (value <= low if low_open else value < low))
+                or (high is not None and (value >= high if high_open else value > high))):
+            raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -57,19 +109,29 @@ def _floats(text: str) -> list[float]:
             f"must be comma-separated numbers; got {text!r}") from None
 
 
-def _layer_lam(text: str) -> list[float] | dict[str, float]:
+def _layer_lam(text: str, example: str = "1,2,3 or fc1=0.5,fc2=1") \
+        -> list[float] | dict[str, float]:
     """``1,2,3`` (one per layer) or ``fc1=2,fc3=0.5`` (by name)."""
     if "=" not in text:
-        return _floats(text)
+        try:
+            return _floats(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"must look like {example}; got {text!r}") from None
     out = {}
     for part in text.split(","):
         name, _, value = part.partition("=")
         try:
+            if not name.strip() or name.strip() in out:
+                raise ValueError
             out[name.strip()] = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"must look like fc1=0.5,fc2=1; got {text!r}") from None
+                f"must look like {example} (each layer once); got {text!r}") from None
     return out
+
+
+def _layer_fractions(text: str) -> list[float] | dict[str, float]:
+    return _layer_lam(text, example="0.9,0.8,0.5 or fc1=0.9,fc2=0.8,fc3=0.5")
 
 
 def _grad_samples(text: str) -> int | None | str:
@@ -90,19 +152,54 @@ def _grad_samples(text: str) -> int | None | str:
 def _batch(text: str) -> int | None | str:
     if text == "auto":
         return text
-    if text.lower() in ("full", "none", "0"):
+    if text.lower() in ("full", "none"):
         return None
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'full'; got {text!r}") \
-            from None
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'full'; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer, 'full' (the whole training set per step) or 'auto'; "
+            f"got {text!r}")
     return value
 
 
 # --------------------------------------------------------------------------- output
+
+
+RUN_FILES = ("result.json", "history.csv", "model.safetensors", "checkpoint.pt")
+
+
+def _check_out(out: str, *, resume: bool = False, force: bool = False) -> None:
+    """Refuse to overwrite a previous run: a non-empty --out needs --resume or --force."""
+    if resume and force:
+        raise UsageError("--force (start afresh, overwriting --out) and --resume (continue the "
+                         "run in --out) contradict each other; give one of them")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out!r} is a file; the output directory must be a directory")
+    if resume or force or not path.is_dir():
+        return
+    try:
+        entries = sorted(e.name for e in path.iterdir())
+    except OSError as exc:
+        raise UsageError(f"cannot read the output directory {out!r}: {exc.strerror}") from None
+    if entries:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise UsageError(f"the output directory {out!r} is not empty (it holds {shown}); give "
+                         "--resume to continue its run, --force to overwrite it, or another "
+                         "--out")
+
+
+def _clear_previous_run(out: str) -> None:
+    """--force: remove the files of the previous run, so none of them outlives the new one."""
+    for name in RUN_FILES:
+        try:
+            (Path(out) / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--force: cannot remove {str(Path(out) / name)!r}: "
+                             f"{exc.strerror}") from None
 
 
 def _prepare_out(out: str) -> Path:
@@ -134,13 +231,85 @@ def _write_history(path: Path, rows: list[dict]) -> None:
 # --------------------------------------------------------------------------- commands
 
 
-def _load_data(args):
+def _warn(message: str) -> None:
+    """One line on stderr, also under --quiet (which hides progress, not problems)."""
+    print(f"l1sparse: warning: {message}", file=sys.stderr)
+
+
+def _read_data(name: str, args):
     from .data import load_dataset, load_file
 
-    if args.data.endswith((".npz", ".csv")) or os.path.sep in args.data:
-        return load_file(args.data, task=args.task)
-    return load_dataset(args.data, task=args.task, seed=args.seed,
+    if name.endswith((".npz", ".csv")) or os.path.sep in name:
+        return load_file(name, task=args.task)
+    return load_dataset(name, task=args.task, seed=args.seed,
                         data_dir=getattr(args, "data_dir", None))
+
+
+def _load_data(args):
+    """--data (and --test), checked, and standardised with --standardize.
+
+    The raw data and the statistics stay on ``args`` (``_raw_data``, ``_standardization``) for
+    the reports and the saved model, which work on the raw scale.
+    """
+    import dataclasses
+
+    data = _read_data(args.data, args)
+    test = getattr(args, "test", None)
+    if test:
+        extra = _read_data(test, args)
+        # a CSV is all test data; an .npz gives its test split, or its only split
+        X_t, y_t = ((extra.X_test, extra.y_test) if extra.X_test is not None
+                    else (extra.X_train, extra.y_train))
+        if data.X_test is not None:
+            _warn(f"--test {test} replaces the test split of --data {args.data}")
+        if tuple(X_t.shape[1:]) != tuple(data.X_train.shape[1:]):
+            raise UsageError(
+                f"--test {test}: its samples have shape {tuple(X_t.shape[1:])} but those of "
+                f"--data {args.data} have {tuple(data.X_train.shape[1:])} "
+                f"({data.n_features} features)")
+        if data.task == "regression" and y_t.reshape(y_t.shape[0], -1).shape[1] \
+                != data.n_outputs:
+            raise UsageError(f"--test {test} has {y_t.reshape(y_t.shape[0], -1).shape[1]} "
+                             f"target columns but --data {args.data} has {data.n_outputs}")
+        data = dataclasses.replace(data, X_test=X_t, y_test=y_t)
+    _check_data(args, data)
+    args._raw_data = data
+    args._standardization = None
+    if getattr(args, "standardize", False):
+        from .standardize import Standardization
+
+        std = Standardization.from_data(
+            data.X_train, data.y_train if data.task == "regression" else None)
+        args._standardization = std
+        data = dataclasses.replace(
+            data, X_train=std.transform_X(data.X_train), y_train=std.transform_y(data.y_train),
+            X_test=None if data.X_test is None else std.transform_X(data.X_test),
+            y_test=None if data.y_test is None else std.transform_y(data.y_test))
+    return data
+
+
+def _check_data(args, data) -> None:
+    """Labels 0..C-1 in training (refused otherwise); warnings for what is legal but odd."""
+    from .validation import check_training_data, describe_labels
+
+    source = f"--data {args.data}"
+    try:
+        check_training_data(data.X_train, data.y_train, task=data.task, name_X="X_train",
+                            name_y="y_train")
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    if data.task == "classification" and data.y_test is not None and data.y_test.numel():
+        seen = set(torch.unique(data.y_train).tolist())
+        unseen = sorted(set(torch.unique(data.y_test).tolist()) - seen)
+        if unseen:
+            where = f"--test {args.test}" if getattr(args, "test", None) else source
+            _warn(f"{where}: the test labels {describe_labels(unseen)} never occur in the "
+                  f"training labels {describe_labels(seen)}; the network cannot learn them and "
+                  "every such test sample counts as an error")
+    batch = getattr(args, "batch_size", None)
+    if isinstance(batch, int) and batch > data.n_train:
+        _warn(f"--batch-size {batch} is larger than the {data.n_train} training samples: every "
+              "step uses the whole training set (say --batch-size full to mean that)")
 
 
 def _build(args, data):
@@ -197,9 +366,23 @@ def _progress_bar(args, **kwargs):
     return tqdm(file=sys.stderr, dynamic_ncols=True, leave=False, **kwargs)
 
 
-def _metrics(model, data) -> tuple[float, float | None]:
+def _raw_scale(model, args):
+    """The model as saved: with --standardize, a copy that takes raw inputs (and predicts raw
+    targets); otherwise ``model`` itself."""
+    std = getattr(args, "_standardization", None)
+    if std is None:
+        return model
+    import copy
+
+    return std.fold(copy.deepcopy(model))
+
+
+def _metrics(model, data, args=None) -> tuple[float, float | None]:
+    """Train and test metric, on the raw scale of the data (also under --standardize)."""
     from .losses import metric
 
+    if getattr(args, "_standardization", None) is not None:
+        model, data = _raw_scale(model, args), args._raw_data
     model.eval()
     train_m = metric(model, data.X_train, data.y_train, data.task)
     test_m = None if data.X_test is None else metric(model, data.X_test, data.y_test, data.task)
@@ -219,6 +402,8 @@ def cmd_train(args) -> int:
     else:
         if args.task != "regression":
             raise UsageError("built-in data is for --task regression; give --data FILE")
+        if args.test or args.standardize:
+            raise UsageError("--test and --standardize need --data FILE")
         data = make_synthetic_regression("oscillating", dim=4, n_train=1000, n_test=1000,
                                noise_std=0.1, seed=args.seed)
     model = _build(args, data)
@@ -244,12 +429,14 @@ def cmd_train(args) -> int:
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    train_m, test_m = _metrics(model, data)
+    train_m, test_m = _metrics(model, data, args)
     report = characterize(model, X, y, task=data.task, lambdas=lambdas)
     name = METRIC_NAMES[data.task]
     print(f"data {data.name}: {data.n_train} train, {data.n_test} test; "
           f"{result.epochs} epochs ({result.stopped}) in {seconds:.2f}s")
-    print("lambda (summed-loss scale): " + ", ".join(f"{k}={v:g}" for k, v in lambdas.items()))
+    scale = ("summed-loss scale, standardised data" if getattr(args, "_standardization", None)
+             else "summed-loss scale")
+    print(f"lambda ({scale}): " + ", ".join(f"{k}={v:g}" for k, v in lambdas.items()))
     print(sparsity(model).table())
     print(f"train {name} {train_m:.6g}" + (f", test {name} {test_m:.6g}" if test_m is not None
                                            else ""))
@@ -271,26 +458,136 @@ def _target(args, model):
     return make_target(model, layer_zero_fraction=args.layer_sparsity, tol=args.tol)
 
 
+def _pp(fraction: float) -> str:
+    return f"{100 * fraction:.6g}"
+
+
+def _target_words(target) -> str:
+    """The target in words: "90 % zeros ± 0.5 pp", "2000 nonzeros exactly", per layer by name."""
+    words = getattr(target, "words", None)
+    if callable(words):
+        return words()
+    echo = target.echo()
+    values = echo["value"] if echo["per_layer"] else [echo["value"]]
+    names = [", ".join(s.layers) if echo["per_layer"] else "" for s in target.scopes]
+    if echo["kind"] == "nnz":
+        tol = "exactly" if echo["tol"] == 0 else f"± {echo['tol']:g}"
+        parts = [f"{int(v)} nonzeros {tol}" for v in values]
+    else:
+        parts = [f"{_pp(v)} % zeros ± {_pp(echo['tol'])} pp" for v in values]
+    return ", ".join(f"{n}: {p}" if n else p for n, p in zip(names, parts))
+
+
+def _count(value):
+    """A whole-number float (a count of weights) as an int, for result.json; lists elementwise."""
+    if isinstance(value, list):
+        return [_count(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 CHECKPOINT = "checkpoint.pt"
 _FINGERPRINT_KEYS = ("data", "task", "hidden", "activation", "target_sparsity", "target_nnz",
                      "layer_sparsity", "tol", "epochs", "batch_size", "lr", "optimizer",
-                     "momentum", "mode", "seed", "max_outer", "debias_epochs", "grad_samples")
+                     "momentum", "mode", "seed", "max_outer", "debias_epochs", "grad_samples",
+                     "standardize")
 
 
 def _fingerprint(args) -> dict:
-    return {k: getattr(args, k) for k in _FINGERPRINT_KEYS}
+    return {k: getattr(args, k, None) for k in _FINGERPRINT_KEYS}
+
+
+# Checkpoints hold tensors and plain data only, loaded with torch.load(weights_only=True): a
+# checkpoint.pt planted in a shared run directory cannot run code. The library's dataclasses
+# (the selector's state and records) are written as tagged dicts and rebuilt on loading, only
+# for dataclasses defined in l1sparse itself.
+CHECKPOINT_FORMAT = 2
+_DATACLASS, _TUPLE = "@l1sparse.dataclass", "@tuple"
+
+
+def _to_plain(obj):
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        cls = type(obj)
+        if not cls.__module__.startswith("l1sparse."):
+            raise TypeError(f"a checkpoint can hold l1sparse's own dataclasses only; got "
+                            f"{cls.__module__}.{cls.__qualname__}")
+        return {_DATACLASS: f"{cls.__module__}:{cls.__qualname__}",
+                "fields": {f.name: _to_plain(getattr(obj, f.name))
+                           for f in dataclasses.fields(obj)}}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return {_TUPLE: [_to_plain(v) for v in obj]}
+    if isinstance(obj, list):
+        return [_to_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (torch.Tensor, str, bool, int, float, torch.dtype,
+                                       torch.Size)):
+        return obj
+    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # a numpy scalar
+        return obj.item()
+    raise TypeError(f"a checkpoint cannot hold a {type(obj).__name__}")
+
+
+def _from_plain(obj):
+    import dataclasses
+    import importlib
+
+    if isinstance(obj, dict):
+        if _DATACLASS in obj:
+            module, _, qualname = str(obj[_DATACLASS]).partition(":")
+            cls = None
+            if module.startswith("l1sparse."):
+                try:
+                    cls = importlib.import_module(module)
+                    for part in qualname.split("."):
+                        cls = getattr(cls, part)
+                except (ImportError, AttributeError):
+                    cls = None
+            if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+                raise ValueError(f"it holds a {module}.{qualname}, which is not a data type of "
+                                 "this l1sparse version")
+            instance = cls.__new__(cls)
+            for name, value in obj["fields"].items():
+                object.__setattr__(instance, name, _from_plain(value))
+            return instance
+        if _TUPLE in obj and len(obj) == 1:
+            return tuple(_from_plain(v) for v in obj[_TUPLE])
+        return {k: _from_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_from_plain(v) for v in obj]
+    return obj
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    plain = _to_plain({**payload, "format": CHECKPOINT_FORMAT})
+    atomic_write(path, lambda tmp: torch.save(plain, tmp))
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """The payload of ``path``, unpickling nothing but tensors and plain data; else UsageError."""
+    refuse = (f"the checkpoint {path} was not loaded: it is not a checkpoint of this l1sparse "
+              "version")
+    try:
+        plain = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - corrupt, foreign, old (pickled objects): all refused
+        raise UsageError(f"{refuse} (an older or foreign file, or a damaged one: it holds "
+                         "more than tensors and plain data, and loading that could run code); "
+                         "remove it to start afresh, or choose another --out") from None
+    if not isinstance(plain, dict) or plain.get("format") != CHECKPOINT_FORMAT:
+        found = plain.get("format") if isinstance(plain, dict) else type(plain).__name__
+        raise UsageError(f"{refuse} (format {found!r}, expected {CHECKPOINT_FORMAT}); remove it "
+                         "to start afresh, or choose another --out")
+    try:
+        return _from_plain(plain)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{refuse}: {exc}; remove it to start afresh") from None
 
 
 def _load_checkpoint(path: Path, args):
-    try:
-        # our own file, holding the selector's dataclasses: not weights-only
-        payload = torch.load(path, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the same problem
-        raise UsageError(f"cannot read the checkpoint {path}: {exc}") from None
+    payload = _read_checkpoint(path)
     saved = payload.get("fingerprint", {})
     now = _fingerprint(args)
     differ = [k for k in _FINGERPRINT_KEYS if saved.get(k) != now[k]]
@@ -309,22 +606,31 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
     from .penalty import lambda_per_sample
     from .sparsity import sparsity
 
-    train_m, test_m = _metrics(model, data)
+    train_m, test_m = _metrics(model, data, args)
     report = sparsity(model)
     n = data.n_train
     lam = result.lam
+    std = getattr(args, "_standardization", None)
+    echo = target.echo()
+    if echo.get("kind") == "nnz":
+        echo = {**echo, "value": _count(echo["value"]), "tol": _count(echo["tol"])}
+    attained = target.attained(result.nnz)
     summary = {
         "lambda": lam,
         "lambda_per_sample": ([lambda_per_sample(v, n) for v in lam] if isinstance(lam, list)
                               else lambda_per_sample(lam, n)),
-        "target": target.echo(),
-        "attained": target.attained(result.nnz),
+        # with --standardize, λ belongs to the standardised problem (metrics are on raw data)
+        "lambda_scale": "standardised data" if std is not None else "data as given",
+        "standardized": None if std is None else {"features": True, "target": std.target},
+        "target": echo,
+        "target_words": _target_words(target),
+        "attained": _count(attained) if echo.get("kind") == "nnz" else attained,
         "nnz": report.nnz,
         "total": report.total,
         "zero_fraction": report.zero_fraction,
         "layers": [layer.as_dict() for layer in report.layers],
         "converged": result.converged,
-        "distance_nnz": result.distance,
+        "distance_nnz": _count(result.distance),
         "outer_iterations": result.outer_iterations,
         "epochs_total": result.epochs_total,
         "task": data.task,
@@ -342,16 +648,21 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
     }
     atomic_write_text(out / "result.json", json.dumps(summary, indent=2) + "\n")
     _write_history(out / "history.csv", [r.as_row() for r in result.history])
-    save_model(model, out / "model.safetensors", format="dense",
-               metadata={"lambda": lam, "target": target.echo(), "task": data.task,
-                         "n_train": n})
+    metadata = {"lambda": lam, "target": echo, "task": data.task, "n_train": n}
+    if std is not None:  # the saved network takes raw inputs; λ is the standardised problem's
+        metadata["standardize"] = std.as_metadata()
+    save_model(_raw_scale(model, args), out / "model.safetensors", format="dense",
+               metadata=metadata)
     return summary
 
 
 def cmd_fit(args) -> int:
     from .distributed import initialised, world_from_env
 
-    _, world = world_from_env()
+    rank, world = world_from_env()
+    _check_out(args.out, resume=args.resume, force=args.force)
+    if args.force and rank == 0:
+        _clear_previous_run(args.out)
     if world == 1:
         return _fit(args, rank=0, world=1)
     with initialised(_device(args.device)) as (rank, world):
@@ -395,7 +706,7 @@ def _fit(args, *, rank: int, world: int) -> int:
     refine = 3 if (args.convex and args.mode == "retrain" and not target.per_layer) else 0
     if not args.quiet:
         print(f"fit: {data.name}, {data.n_train} samples, hidden={args.hidden or 'none'}, "
-              f"target {target.echo()}, mode {args.mode}", file=sys.stderr)
+              f"target {_target_words(target)}, mode {args.mode}", file=sys.stderr)
     latest: dict = {}
     bar = _progress_bar(args, desc="outer iterations", unit="it")
 
@@ -439,7 +750,7 @@ def _fit(args, *, rank: int, world: int) -> int:
     if args.debias_epochs > 0 and result.converged:
         from .train import debias
 
-        before_train, before_test = _metrics(model, data)
+        before_train, before_test = _metrics(model, data, args)
         t0 = time.perf_counter()
         debias(model, solver.X, solver.y, task=data.task, epochs=args.debias_epochs,
                lr=args.lr / 10, optimizer=args.optimizer, batch_size=args.batch_size,
@@ -451,15 +762,16 @@ def _fit(args, *, rank: int, world: int) -> int:
         return EXIT_OK if result.converged else EXIT_NOT_MET
     summary = _write_fit_results(out, args, data, model, target, result,
                                  resumed_from=resumed_from, world=world, debiased=debiased)
-    if not args.quiet:
-        met = "met" if result.converged else f"NOT met (off by {result.distance} weights)"
-        test_m = summary["test_metric"]
-        print(f"target {met}: lambda={result.lam}, nnz {summary['nnz']}/{summary['total']} "
-              f"({summary['zero_fraction']:.4f} zeros), {result.outer_iterations} outer "
-              f"iterations, {result.epochs_total} epochs, {result.seconds:.1f}s; "
-              f"train {summary['metric']} {summary['train_metric']:.4g}"
-              + (f", test {test_m:.4g}" if test_m is not None else "")
-              + f"; results in {out}", file=sys.stderr)
+    # the one-line result, also under --quiet (which hides progress only)
+    met = "met" if result.converged else f"NOT met (off by {_count(result.distance)} weights)"
+    test_m = summary["test_metric"]
+    print(f"target ({summary['target_words']}) {met}: lambda={result.lam}"
+          f"{' (standardised data)' if summary['standardized'] else ''}, nnz "
+          f"{summary['nnz']}/{summary['total']} ({summary['zero_fraction']:.4f} zeros), "
+          f"{result.outer_iterations} outer iterations, {result.epochs_total} epochs, "
+          f"{result.seconds:.1f}s; train {summary['metric']} {summary['train_metric']:.4g}"
+          + (f", test {test_m:.4g}" if test_m is not None else "")
+          + f"; results in {out}", file=sys.stderr)
     return EXIT_OK if result.converged else EXIT_NOT_MET
 
 
@@ -472,6 +784,9 @@ def cmd_export(args) -> int:
     model = load(source)
     extra = read_metadata(source)["extra"]
     out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a directory; give a file name, such as "
+                         f"{str(out / ('model.' + args.format + '.safetensors'))!r}")
     if out.parent and not out.parent.exists():
         raise UsageError(f"the directory of --out {str(out)!r} does not exist")
     note = ""
@@ -535,12 +850,50 @@ def cmd_inspect(args) -> int:
             raise UsageError("give --task: the model file does not record it")
         if lambdas is None:
             raise UsageError("the model file records no lambda to check the conditions against")
+        recorded = meta["extra"].get("task")
+        if recorded is not None and args.task is not None and args.task != recorded:
+            raise UsageError(f"--task {args.task}: the model in {source} was trained for "
+                             f"{recorded}")
         args.task = task
+        stats = meta["extra"].get("standardize")
+        args.standardize = False  # the model file's own statistics are used, below
         data = _load_data(args)
+        _check_model_fits_data(model, data, source, args.data)
+        if stats is not None:
+            # the saved network takes raw inputs; its λ belongs to the standardised problem
+            import dataclasses
+
+            from .standardize import Standardization
+
+            saved = Standardization.from_metadata(stats)
+            if saved.x_mean.numel() != data.n_features:
+                raise UsageError(f"the model file {source} has standardisation statistics for "
+                                 f"{saved.x_mean.numel()} features, not {data.n_features}")
+            data = dataclasses.replace(data, X_train=saved.transform_X(data.X_train),
+                                       y_train=saved.transform_y(data.y_train))
+            saved.unfold(model)
         model.eval()
         summary = characterize(model, data.X_train, data.y_train, task=task, lambdas=lambdas)
         print(summary.summary())
     return EXIT_OK
+
+
+def _check_model_fits_data(model, data, source, name) -> None:
+    """The data set of ``inspect --data`` must be one the model can take, for its task."""
+    inputs, outputs = getattr(model, "in_features", None), getattr(model, "out_features", None)
+    if inputs is not None and data.n_features != inputs:
+        raise UsageError(f"--data {name} has {data.n_features} features but the model in "
+                         f"{source} takes {inputs}: give the data set it was trained on")
+    if outputs is None:
+        return
+    if data.task == "classification":
+        top = int(data.y_train.max()) + 1
+        if top > outputs:
+            raise UsageError(f"--data {name} has labels up to {top - 1} but the model in "
+                             f"{source} has {outputs} outputs (classes 0..{outputs - 1})")
+    elif data.n_outputs != outputs:
+        raise UsageError(f"--data {name} has {data.n_outputs} target columns but the model in "
+                         f"{source} predicts {outputs}")
 
 
 # --------------------------------------------------------------------------- parser
@@ -554,40 +907,67 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "column the target), or a built-in name (mnist-5k, sine1d, oscillating)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where the IDX files of --data mnist / fashion-mnist are")
-    p.add_argument("--task", choices=["regression", "classification"], default=None)
+    p.add_argument("--test", default=None, metavar="FILE",
+                   help="test data: a .csv like --data, or an .npz (its X_test, y_test, or "
+                        "else X_train, y_train); checked against the training data's features "
+                        "and classes; replaces a test split of --data")
+    p.add_argument("--standardize", action="store_true",
+                   help="train on standardised features (and, for regression, target): mean 0, "
+                        "scale 1 on the training data; the saved model takes raw inputs and "
+                        "predicts raw targets, and lambda is on the standardised scale")
+    p.add_argument("--task", choices=["regression", "classification"], default=None,
+                   help="squared loss (regression) or cross-entropy on labels 0..C-1 "
+                        "(classification)")
     p.add_argument("--hidden", type=_hidden, default=[300, 100], metavar="W1,W2,...",
                    help='hidden widths (default 300,100); "" for a linear model')
-    p.add_argument("--activation", default="relu")
-    p.add_argument("--epochs", type=int, default=None,
+    from .models import ACTIVATIONS
+
+    p.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS),
+                   help="activation of the hidden layers (default relu)")
+    p.add_argument("--epochs", type=_number(int, low=1), default=None,
                    help="length of one full training (default 20; 3000 full-batch)")
     p.add_argument("--batch-size", type=_batch, default="auto", metavar="B",
                    help="mini-batch size, or 'full' for full-batch proximal gradient "
                         "(default 128; full for a linear regression model)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default 0.1 for sgd, 1e-3 for adam; full-batch linear: 1/L)")
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default=None)
-    p.add_argument("--momentum", type=float, default=None,
-                   help="heavy-ball momentum of --optimizer sgd (default 0.9 mini-batch, "
-                        "0 full batch)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=_number(float, low=0, low_open=True), default=None,
+                   help="learning rate, > 0 (default 0.1 for sgd, 1e-3 for adam; full-batch "
+                        "linear: 1/L)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
+                   help="proximal SGD (default) or proximal Adam")
+    p.add_argument("--momentum", type=_number(float, low=0, high=1, high_open=True),
+                   default=None,
+                   help="heavy-ball momentum of --optimizer sgd, in [0, 1) (default 0.9 "
+                        "mini-batch, 0 full batch)")
+    p.add_argument("--seed", type=_number(int), default=0,
+                   help="seed of the initial weights, the batches and built-in data (default 0)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where training runs (default: cuda when available)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _output_flags(p)
+
+
+def _output_flags(p: argparse.ArgumentParser) -> None:
+    """-v and --quiet after the command too; SUPPRESS keeps a value given before it."""
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="log the library's steps")
+    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress output (warnings, errors and the one-line result stay)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="l1sparse",
         description="Sparse neural networks with l1 regularisation: state the sparsity you "
                     "want, get the lambda that gives it.",
         epilog="examples:\n"
                "  l1sparse train --task regression --lam 5\n"
                "  l1sparse fit --data mnist-5k --task classification --target-sparsity 0.9 "
-               "--out runs/mnist\n",
+               "--out runs/mnist\n\n" + _exit_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"l1sparse {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the library's steps")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress output (warnings, errors and the one-line result stay)")
+    parser.add_argument("--threads", type=_number(int, low=1), default=None, metavar="N",
                         help="PyTorch intra-op threads (default: $L1SPARSE_THREADS, else 1; "
                              "small layers run slower, not faster, on several threads)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -596,73 +976,102 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train at a given lambda and characterise the result",
                        description="Train at a given lambda (summed-loss scale) and print "
                                    "per-layer sparsity, the error and the first-order-condition "
-                                   "summary. Without --data: synthetic 4-D regression.")
+                                   "summary. Without --data: synthetic 4-D regression.",
+                       epilog=_exit_table(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     p.set_defaults(hidden=[64, 64])
-    p.add_argument("--lam", type=float, default=None, help="one lambda for all layers")
+    p.add_argument("--lam", type=_number(float, low=0), default=None,
+                   help="one lambda (>= 0, summed-loss scale) for all layers")
     p.add_argument("--layer-lam", type=_layer_lam, default=None,
                    help="per-layer lambdas: 1,2,3 or fc1=2,fc3=0.5")
-    p.add_argument("--stop-tol", type=float, default=0.0,
+    p.add_argument("--stop-tol", type=_number(float, low=0), default=0.0,
                    help="stop when the objective's relative change is below this")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("fit", help="find lambda for a target sparsity and train",
                        description="Choose lambda (or one lambda_k per layer) so that the "
-                                   "trained network has the requested sparsity.")
+                                   "trained network has the requested sparsity.",
+                       epilog=_exit_table(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     g = p.add_argument_group("target (exactly one)")
     g.add_argument("--target-sparsity", type=float, default=None, metavar="F",
                    help="fraction of zero weights overall, in [0, 1)")
-    g.add_argument("--target-nnz", type=int, default=None, metavar="K",
+    g.add_argument("--target-nnz", type=_number(int, low=0), default=None, metavar="K",
                    help="number of nonzero weights overall")
-    g.add_argument("--layer-sparsity", type=_floats, default=None, metavar="F1,F2,...",
-                   help="fraction of zero weights per layer")
-    p.add_argument("--tol", type=float, default=None,
+    g.add_argument("--layer-sparsity", type=_layer_fractions, default=None,
+                   metavar="F1,F2,...|fc1=F1,...",
+                   help="fraction of zero weights per layer, in layer order or by name")
+    p.add_argument("--tol", type=_number(float, low=0), default=None,
                    help="tolerance: a fraction with --target-sparsity/--layer-sparsity "
-                        "(default 0.005), a count with --target-nnz (default 0.5%% of weights)")
-    p.add_argument("--mode", choices=["warm", "retrain"], default="warm")
-    p.add_argument("--max-outer", type=int, default=40)
+                        "(default 0.005), a count with --target-nnz (default 0: exactly K)")
+    p.add_argument("--mode", choices=["warm", "retrain"], default="warm",
+                   help="warm: one continued training that moves lambda as it goes (default); "
+                        "retrain: a full training from the same start for every lambda")
+    p.add_argument("--max-outer", type=_number(int, low=1), default=40,
+                   help="most outer iterations (lambda updates) before giving up (default 40)")
     p.add_argument("--grad-samples", type=_grad_samples, default="auto", metavar="M",
                    help="estimate the gradient magnitudes that steer lambda on M random "
                         "samples (scaled to the summed loss); 'all' for every sample; default "
                         "auto: 10000 when there are more than 20000, else all")
-    p.add_argument("--debias-epochs", type=float, default=0, metavar="K",
+    p.add_argument("--debias-epochs", type=_number(float, low=0), default=0, metavar="K",
                    help="after the target is met, fine-tune the surviving weights for K epochs "
                         "with the zeros fixed and no penalty (lr/10); result.json keeps the "
                         "l1 solution's metrics under 'debias'")
-    p.add_argument("--out", default=None, metavar="DIR")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output directory (result.json, history.csv, model.safetensors, "
+                        "checkpoint.pt); must be empty or new unless --resume or --force")
     p.add_argument("--resume", action="store_true",
                    help="continue from DIR/checkpoint.pt (written after every outer iteration)")
+    p.add_argument("--force", action="store_true",
+                   help="start afresh in a non-empty --out, replacing the previous run's files")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("export", help="write a model file as dense or CSR safetensors",
                        description="Re-write a model (a fit output directory or a model file) "
                                    "as dense safetensors (zeros kept) or CSR per layer.",
                        epilog="example:\n  l1sparse export runs/demo --format csr "
-                              "--out demo.csr.safetensors",
+                              "--out demo.csr.safetensors\n\n" + _exit_table(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", metavar="DIR|FILE")
-    p.add_argument("--format", choices=["dense", "csr"], default="csr")
+    p.add_argument("source", metavar="DIR|FILE",
+                   help="a fit output directory or a model file (.safetensors)")
+    p.add_argument("--format", choices=["dense", "csr"], default="csr",
+                   help="csr: only the nonzeros of each weight matrix (default); dense: all")
     p.add_argument("--compact", action="store_true",
                    help="drop the hidden units with no incoming or no outgoing weight (same "
                         "function, a narrower MLP)")
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the model file to write (its directory must exist)")
+    _output_flags(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("inspect", help="per-layer sparsity of a model file",
                        description="Print shape, nnz, zero fraction and lambda_k per layer; "
                                    "with --data, the first-order-condition summary.",
-                       epilog="example:\n  l1sparse inspect runs/demo --data mnist-5k",
+                       epilog="example:\n  l1sparse inspect runs/demo --data mnist-5k\n\n"
+                              + _exit_table(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", metavar="DIR|FILE")
-    p.add_argument("--data", default=None, metavar="DATA")
-    p.add_argument("--task", choices=["regression", "classification"], default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("file", metavar="DIR|FILE",
+                   help="a fit output directory or a model file (.safetensors)")
+    p.add_argument("--data", default=None, metavar="DATA",
+                   help="the training data (file or built-in name) to check the first-order "
+                        "conditions on: the data set the model was trained on")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where the IDX files of --data mnist / fashion-mnist are")
+    p.add_argument("--task", choices=["regression", "classification"], default=None,
+                   help="the task of --data (default: the one recorded in the model file)")
+    p.add_argument("--seed", type=_number(int), default=0,
+                   help="seed of a built-in data set's split (as given to fit; default 0)")
+    _output_flags(p)
     p.set_defaults(func=cmd_inspect)
 
     from .experiments.run import add_parser as add_reproduce
 
     add_reproduce(sub)
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            # a flag given before the command must survive the command's own default
+            if action.dest in ("verbose", "quiet"):
+                action.default = argparse.SUPPRESS
     return parser
 
 
@@ -690,38 +1099,87 @@ def _apply_config(parser: argparse.ArgumentParser, args, argv) -> argparse.Names
         if dest not in known:
             raise UsageError(f"unknown key {key!r} in {args.config}; the '{args.command}' "
                              f"settings are {sorted(k.replace('_', '-') for k in known)}")
-        values[dest] = ",".join(map(str, value)) if isinstance(value, list) else value
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # argparse then checks a file's value as it checks a flag's
+        values[dest] = value
     sub.set_defaults(**values)
     return parser.parse_args(argv)
 
 
+def _divergence_hint(args) -> str:
+    lr = getattr(args, "lr", None)
+    now = f" (now {lr:g})" if isinstance(lr, float) else ""
+    scale = ("" if getattr(args, "standardize", False)
+             else ", or --standardize when the target or the features are badly scaled")
+    return f"Hint: a smaller --lr{now}{scale}."
+
+
+def _pipe_closed() -> int:
+    """The reader of stdout went away (``| head``): end quietly, as a shell command does."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+    except (OSError, ValueError):
+        pass
+    return EXIT_PIPE_CLOSED
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a parser error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    threads = args.threads or int(os.environ.get("L1SPARSE_THREADS", "1"))
+    try:
+        threads = args.threads or int(os.environ.get("L1SPARSE_THREADS", "1"))
+    except ValueError:
+        threads = 0
     if threads < 1:
-        print(f"l1sparse: error: --threads must be >= 1; got {threads}", file=sys.stderr)
+        print(f"l1sparse: error: $L1SPARSE_THREADS must be an integer >= 1; got "
+              f"{os.environ.get('L1SPARSE_THREADS')!r}", file=sys.stderr)
         return EXIT_BAD_INPUT
     torch.set_num_threads(threads)
+    from .train import DivergenceError
+
     try:
-        if getattr(args, "config", None):
-            args = _apply_config(parser, args, argv)
-        missing = [k for k in REQUIRED[args.command] if getattr(args, k, None) is None]
-        if missing:
-            raise UsageError("missing " + ", ".join("--" + k for k in missing)
-                             + " (on the command line or in --config)")
-        return args.func(args)
+        try:
+            return _run(parser, args, argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+    except BrokenPipeError:
+        return _pipe_closed()
+    except SystemExit as exc:  # a parser error while re-reading with --config: already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("l1sparse: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except DivergenceError as exc:
+        print(f"l1sparse: error: {_one_line(exc)} {_divergence_hint(args)}", file=sys.stderr)
+        return EXIT_DIVERGED
     except FileNotFoundError as exc:
-        print(f"l1sparse: error: {exc}", file=sys.stderr)
+        print(f"l1sparse: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (ValueError, OSError, FloatingPointError) as exc:
-        print(f"l1sparse: error: {exc}", file=sys.stderr)
+        print(f"l1sparse: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _run(parser, args, argv) -> int:
+    if getattr(args, "config", None):
+        args.__dict__.update(vars(_apply_config(parser, args, argv)))
+    missing = [k for k in REQUIRED[args.command] if getattr(args, k, None) is None]
+    if missing:
+        raise UsageError("missing " + ", ".join("--" + k for k in missing)
+                         + " (on the command line or in --config)")
+    return args.func(args)
 
 
 if __name__ == "__main__":
