@@ -260,8 +260,6 @@ def _load_data(args):
         # a CSV is all test data; an .npz gives its test split, or its only split
         X_t, y_t = ((extra.X_test, extra.y_test) if extra.X_test is not None
                     else (extra.X_train, extra.y_train))
-        if data.X_test is not None:
-            _warn(f"--test {test} replaces the test split of --data {args.data}")
         if tuple(X_t.shape[1:]) != tuple(data.X_train.shape[1:]):
             raise UsageError(
                 f"--test {test}: its samples have shape {tuple(X_t.shape[1:])} but those of "
@@ -271,6 +269,8 @@ def _load_data(args):
                 != data.n_outputs:
             raise UsageError(f"--test {test} has {y_t.reshape(y_t.shape[0], -1).shape[1]} "
                              f"target columns but --data {args.data} has {data.n_outputs}")
+        if data.X_test is not None:
+            _warn(f"--test {test} replaces the test split of --data {args.data}")
         data = dataclasses.replace(data, X_test=X_t, y_test=y_t)
     _check_data(args, data)
     args._raw_data = data
