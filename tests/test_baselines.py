@@ -86,9 +86,14 @@ def test_gmp_ends_at_the_target_with_the_mask_kept(blobs, fraction):
 def test_gmp_is_reproducible_from_the_seed(blobs):
     X, y = blobs
     kw = dict(task="classification", zero_fraction=0.8, epochs=2, frequency=2, batch_size=32)
+    torch.manual_seed(100)  # the global RNG must play no part: only the seed argument does
     a = gradual_magnitude_pruning(mlp(10, [16], 2, seed=0), X, y, seed=3, **kw)
+    torch.manual_seed(200)
     b = gradual_magnitude_pruning(mlp(10, [16], 2, seed=0), X, y, seed=3, **kw)
     assert torch.equal(_weights(a.model), _weights(b.model))
+    # and the seed is used: another seed draws other mini-batches, so other weights
+    c = gradual_magnitude_pruning(mlp(10, [16], 2, seed=0), X, y, seed=4, **kw)
+    assert not torch.equal(_weights(a.model), _weights(c.model))
 
 
 def test_prune_and_finetune_keeps_the_exact_zeros(blobs):

@@ -1,6 +1,7 @@
 """The command line: the `fit` contract other programs rely on, and `train`."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -128,6 +129,38 @@ def test_version_and_help():
     assert proc.returncode == 0 and proc.stdout.startswith("l1sparse ")
 
 
+# Flags other programs and the README rely on, per subcommand (a subset: every flag the parser
+# has is checked too).
+HELP_FLAGS = {
+    "train": ["--data", "--task", "--hidden", "--epochs", "--lr", "--optimizer", "--seed",
+              "--lam", "--layer-lam", "--config"],
+    "fit": ["--data", "--task", "--target-sparsity", "--target-nnz", "--layer-sparsity", "--tol",
+            "--mode", "--grad-samples", "--debias-epochs", "--out", "--resume", "--config"],
+    "export": ["--format", "--compact", "--out"],
+    "inspect": ["--data", "--task"],
+    "reproduce": ["--quick", "--out", "--only"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(HELP_FLAGS))
+def test_help_of_each_subcommand_lists_its_flags(command, capsys):
+    from l1sparse.cli import build_parser
+
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: l1sparse " + command)
+    sub = build_parser().commands[command]
+    flags = {s for a in sub._actions for s in a.option_strings if s.startswith("--")}
+    assert set(HELP_FLAGS[command]) <= flags
+    described = out.split("\noptions:\n", 1)[1]  # after the usage line, which lists flags too
+
+    def listed(flag):  # an entry of its own: "  --flag VALUE  text" or "  -h, --help  text"
+        return re.search(rf"^ +(?:-\w[ ,]+)?{re.escape(flag)}(?![\w-])", described, re.M)
+
+    missing = sorted(f for f in flags if not listed(f))
+    assert missing == [], f"'l1sparse {command} --help' does not list {missing}"
+
+
 def test_config_file_is_equivalent_to_the_flags(cls_file, tmp_path):
     flags = ["--data", str(cls_file), "--task", "classification", "--hidden", "64,32",
              "--target-sparsity", "0.9", "--optimizer", "adam", "--lr", "3e-3", "--batch-size", "64"]
@@ -141,12 +174,33 @@ def test_config_file_is_equivalent_to_the_flags(cls_file, tmp_path):
     assert a == b
 
 
-def test_config_flags_override_and_unknown_keys_fail(cls_file, tmp_path, capsys):
+def test_config_flags_override_and_unknown_keys_fail(cls_file, tmp_path, capsys, monkeypatch):
+    from l1sparse import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "cmd_fit", lambda args: seen.append(args) or 0)  # no training
     config = tmp_path / "fit.toml"
+    config.write_text(f'[fit]\ndata = "{cls_file}"\ntask = "classification"\n'
+                      'target-sparsity = 0.5\nlr = 0.05\nhidden = [8, 4]\nmode = "retrain"\n')
+    base = ["fit", "--config", str(config), "--out", str(tmp_path / "o")]
+    assert main(base) == 0
+    assert main([*base, "--lr", "0.2", "--mode", "warm"]) == 0  # flags after --config
+    assert main(["fit", "--lr", "0.3", *base[1:]]) == 0  # and before it
+    from_file, after, before = seen
+    # the file's keys take effect ...
+    assert (from_file.data, from_file.task) == (str(cls_file), "classification")
+    assert from_file.target_sparsity == 0.5 and from_file.lr == 0.05
+    assert from_file.hidden == [8, 4] and from_file.mode == "retrain"
+    # ... and a flag on the command line beats the file, wherever it stands
+    assert after.lr == 0.2 and after.mode == "warm"
+    assert after.target_sparsity == 0.5 and after.hidden == [8, 4]  # the rest from the file
+    assert before.lr == 0.3 and before.mode == "retrain"
+
     config.write_text('target-sparsity = 0.5\nwidth = 3\n')
     code = main(["fit", "--config", str(config), "--data", str(cls_file), "--task",
                  "classification", "--out", str(tmp_path / "o")])
     assert code == 2 and "unknown key 'width'" in capsys.readouterr().err
+    assert len(seen) == 3  # the unknown key stopped it before any fitting
 
 
 def test_export_and_inspect_a_fitted_model(cls_file, tmp_path, capsys):
