@@ -36,8 +36,9 @@ from torch import Tensor, nn
 from .characterize import Characterization, characterize, full_gradient
 from .penalty import layer_names, penalised_layers, set_group_l1, lambda_per_sample
 from .sparsity import nnz_per_layer
+from .targets import Scope, Target, check_fraction, make_target
 from .rule import Bracket as _Bracket, between as _between, propose as _propose
-from .train import make_optimizer, train
+from .train import batches_per_epoch, make_optimizer, train, train_steps
 
 __all__ = [
     "MODES",
@@ -58,140 +59,6 @@ MODES = ("warm", "retrain")
 
 
 # --------------------------------------------------------------------------- targets
-
-
-@dataclass(frozen=True)
-class Scope:
-    """A set of layers sharing one λ, with its target and tolerance in nonzero counts."""
-
-    layers: tuple[str, ...]
-    total: int
-    nnz: float
-    tol: float
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the user asked for, and the same in nonzero counts per scope.
-
-    ``kind`` is ``"nnz"`` or ``"zero_fraction"``; ``value`` a number (global) or a list (per
-    layer); ``tol`` is in the unit of ``kind``.
-    """
-
-    kind: str
-    value: float | tuple[float, ...]
-    tol: float
-    scopes: tuple[Scope, ...]
-
-    @property
-    def per_layer(self) -> bool:
-        return isinstance(self.value, tuple)
-
-    def echo(self) -> dict:
-        value = list(self.value) if self.per_layer else self.value
-        return {"kind": self.kind, "value": value, "tol": self.tol,
-                "per_layer": self.per_layer}
-
-    def attained(self, nnz: dict[str, int]) -> float | list[float]:
-        """The attained sparsity in the unit of the target."""
-        vals = []
-        for s in self.scopes:
-            count = sum(nnz[n] for n in s.layers)
-            vals.append(count if self.kind == "nnz" else 1.0 - count / s.total)
-        return vals if self.per_layer else vals[0]
-
-    def distance(self, nnz: dict[str, int]) -> list[float]:
-        """Per scope, by how many weights the attained nnz is off the target."""
-        return [abs(sum(nnz[n] for n in s.layers) - s.nnz) for s in self.scopes]
-
-    def met(self, nnz: dict[str, int]) -> bool:
-        return all(d <= s.tol + 1e-9 for d, s in zip(self.distance(nnz), self.scopes))
-
-
-def check_fraction(value, what: str) -> float:
-    """A zero fraction in [0, 1), or a ValueError naming the parameter."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"The '{what}' parameter must be a number. Got {value!r}.") from None
-    if not (0.0 <= value < 1.0):
-        raise ValueError(f"The '{what}' parameter must be in [0, 1). Got {value}.")
-    return value
-
-
-def make_target(
-    model: nn.Module,
-    *,
-    nnz: int | None = None,
-    zero_fraction: float | None = None,
-    layer_nnz: Sequence[int] | None = None,
-    layer_zero_fraction: Sequence[float] | None = None,
-    tol: float | None = None,
-) -> Target:
-    """Build a :class:`Target` from exactly one of the four ways of stating it.
-
-    Parameters
-    ----------
-    nnz : int
-        Global number of nonzero weights (the paper's sparsity level), in ``[0, total]``.
-    zero_fraction : float
-        Global share of zero weights, in ``[0, 1)`` ("0.9" = 90 % zeros).
-    layer_nnz, layer_zero_fraction : sequence
-        One target per penalised layer.
-    tol : float, optional
-        In the unit of the target: a count for ``nnz``, a fraction for ``zero_fraction``.
-        Default: 0.005 for fractions, the matching count (0.5 % of the weights) for counts.
-
-    Raises
-    ------
-    ValueError
-        If not exactly one target is given, or a value or the tolerance is out of range, or a
-        per-layer list has the wrong length.
-    """
-    given = {k: v for k, v in dict(nnz=nnz, zero_fraction=zero_fraction, layer_nnz=layer_nnz,
-                                   layer_zero_fraction=layer_zero_fraction).items()
-             if v is not None}
-    if len(given) != 1:
-        raise ValueError("Give exactly one target: 'nnz', 'zero_fraction', 'layer_nnz' or "
-                         f"'layer_zero_fraction'. Got {sorted(given) or 'none'}.")
-    (name, value), = given.items()
-    layers = [(n, m.weight.numel()) for n, m in penalised_layers(model)]
-    total = sum(t for _, t in layers)
-    kind = "nnz" if name.endswith("nnz") else "zero_fraction"
-    if tol is None:
-        tol = 0.005 if kind == "zero_fraction" else float(round(0.005 * total))
-    tol = float(tol)
-    if not math.isfinite(tol) or tol < 0 or (kind == "zero_fraction" and tol >= 1):
-        bound = "[0, 1)" if kind == "zero_fraction" else ">= 0"
-        raise ValueError(f"The 'tol' parameter must be {bound}. Got {tol}.")
-
-    def count(v, what: str, cap: int) -> float:
-        if kind == "zero_fraction":
-            return (1.0 - check_fraction(v, what)) * cap
-        try:
-            fv = float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"The '{what}' parameter must be an integer. Got {v!r}.") from None
-        if fv != int(fv) or not 0 <= fv <= cap:
-            raise ValueError(f"The '{what}' parameter must be an integer in [0, {cap}]. Got {v!r}.")
-        return fv
-
-    if name.startswith("layer_"):
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise ValueError(f"The '{name}' parameter must be a list. Got {value!r}.")
-        if len(value) != len(layers):
-            raise ValueError(
-                f"The '{name}' parameter must have one value per penalised layer "
-                f"({len(layers)}: {[n for n, _ in layers]}). Got {len(value)} values.")
-        scopes = tuple(
-            Scope((n,), t, count(v, f"{name}[{i}]", t), tol if kind == "nnz" else tol * t)
-            for i, ((n, t), v) in enumerate(zip(layers, value)))
-        echo = tuple(float(v) for v in value)
-    else:
-        scopes = (Scope(tuple(n for n, _ in layers), total, count(value, name, total),
-                        tol if kind == "nnz" else tol * total),)
-        echo = float(value)
-    return Target(kind, echo, tol, scopes)
 
 
 # --------------------------------------------------------------------------- solver
@@ -373,6 +240,17 @@ class SelectionResult:
     history: list[OuterRecord] = field(default_factory=list)
     epochs_total: float = 0.0
     seconds: float = 0.0
+    steps: int | None = None  # optimizer steps of a warm run
+    penalty: str = "l1"
+    final_projection: dict | None = None  # the scheduler's explicit last projection, if any
+    guard_events: int = 0
+    warnings: list[str] = field(default_factory=list)  # why the network may not work
+    penalty_weights: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def works(self) -> bool:
+        """Whether the network passed the checks of :func:`network_warnings`."""
+        return not self.warnings
 
     @classmethod
     def from_state(cls, state: "SelectionState", target: Target) -> "SelectionResult":
@@ -678,33 +556,142 @@ def auto_grad_samples(n_samples: int) -> int | None:
     return 10_000 if n_samples > 20_000 else None
 
 
+MIN_STEPS = 3000
+DEFAULT_EPOCHS = 20
+
+
+def resolve_steps(steps_per_epoch: int, epochs: float | None = None,
+                  steps: int | None = None) -> int:
+    """The length of a run in optimizer steps (docs/design.md §5).
+
+    ``steps`` wins when given; else ``epochs`` passes over the data; with neither,
+    ``DEFAULT_EPOCHS`` (20) passes but at least ``MIN_STEPS`` (3,000) steps, so that a small
+    data set (a few batches per epoch) still gets enough steps for λ to be steered.
+
+    >>> resolve_steps(469), resolve_steps(2), resolve_steps(2, epochs=10), resolve_steps(2, 10, 50)
+    (9380, 3000, 20, 50)
+    """
+    if steps is not None:
+        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+            raise ValueError(f"The 'steps' parameter must be a positive integer. Got {steps!r}.")
+        return int(steps)
+    if epochs is not None:
+        if not (math.isfinite(float(epochs)) and epochs > 0):
+            raise ValueError(f"The 'epochs' parameter must be a positive number. Got {epochs!r}.")
+        return max(1, round(float(epochs) * steps_per_epoch))
+    return max(DEFAULT_EPOCHS * steps_per_epoch, MIN_STEPS)
+
+
+def network_warnings(model: nn.Module, X: Tensor, y: Tensor, *, task: str,
+                     train_metric: float | None = None) -> list[str]:
+    """Why a network that meets its count may still not work, one phrase each (empty: it
+    works). A hidden layer with no live unit; a train metric within 5 points of the trivial
+    predictor (majority class accuracy; for regression train MSE ≥ 0.9·Var(y))."""
+    from .losses import metric
+
+    out = []
+    layers = penalised_layers(model)
+    for (name, m), (_, nxt) in zip(layers, layers[1:]):
+        rows = (m.weight != 0).flatten(1).any(dim=1)
+        cols = (nxt.weight != 0).transpose(0, 1).flatten(1).any(dim=1)
+        if rows.shape == cols.shape and not bool((rows & cols).any()):
+            out.append(f"no live unit is left after layer {name}: the network is constant; "
+                       "ask for fewer zeros or train longer (--steps)")
+    if train_metric is None:
+        model.eval()
+        train_metric = metric(model, X, y, task)
+    if task == "classification":
+        majority = float(torch.bincount(y.flatten().long()).max()) / y.numel()
+        if train_metric <= majority + 0.05:
+            out.append(f"train accuracy {train_metric:.3f} is within 5 points of always "
+                       f"predicting the majority class ({majority:.3f}); ask for fewer zeros, "
+                       "train longer (--steps) or check the learning rate")
+    else:
+        var = float(y.double().var(unbiased=False)) if y.numel() > 1 else 0.0
+        if var > 0 and train_metric >= 0.9 * var * (y[0].numel() if y.dim() > 1 else 1):
+            out.append(f"train MSE {train_metric:.4g} is at least 0.9 of the variance of y "
+                       f"({var:.4g}): the network predicts little more than the mean; "
+                       "standardise the target or features (--standardize), ask for fewer "
+                       "zeros or train longer")
+    return out
+
+
+def default_penalty(model: nn.Module) -> str:
+    """``"reweighted"`` for a network, ``"l1"`` for a linear model (the convex case)."""
+    return "reweighted" if len(penalised_layers(model)) > 1 else "l1"
+
+
 def fit_sparse(
     model: nn.Module,
-    X: Tensor,
-    y: Tensor,
+    X,
+    y=None,
     *,
     task: str,
     target: Target | None = None,
     zero_fraction: float | None = None,
     nnz: int | None = None,
-    layer_zero_fraction: Sequence[float] | None = None,
-    layer_nnz: Sequence[int] | None = None,
+    layer_zero_fraction=None,
+    layer_nnz=None,
     tol: float | None = None,
     mode: str = "warm",
-    epochs: int = 20,
+    epochs: float | None = None,
+    steps: int | None = None,
     optimizer: str = "sgd",
     lr: float = 0.1,
     momentum: float = 0.9,
     batch_size: int | None = 128,
+    penalty: str = "auto",
     seed: int = 0,
     device: str | torch.device | None = None,
+    loss_fn: Callable | None = None,
+    n_samples: int | None = None,
+    lr_final: float = 0.05,
+    callback: Callable[[OuterRecord], None] | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
+    shard: tuple[int, int] | None = None,
     grad_samples: int | None | str = "auto",
-    **select_kwargs,
+    **scheduler_kwargs,
 ) -> SelectionResult:
     """Train ``model`` in place so that it meets a sparsity target; return the selection.
 
-    The convenience entry point: builds a :class:`Target` (unless given) and a
-    :class:`TrainingSolver`, then runs :func:`select_lambda`.
+    ``mode="warm"`` (default) is our training loop stepped with a
+    :class:`~l1sparse.scheduler.SparsityScheduler`: one run of ``steps`` optimizer steps, the
+    zero fraction ramped from the dense side and λ steered so the count tracks it, then held
+    while the learning rate decays (cosine, to ``lr · lr_final``). ``mode="retrain"`` is the
+    paper's scheme: each outer iteration trains at a constant λ from the same initial weights
+    and the paper's update (:func:`~l1sparse.rule.propose`) chooses the next λ; plain ℓ1 only.
+
+    Parameters
+    ----------
+    model : nn.Module
+    X : Tensor or array, or an iterable of ``(x, y)`` batches (a ``DataLoader``)
+    y : Tensor or array, optional
+        Targets when ``X`` is a tensor (class indices, or float targets for regression).
+    task : {"regression", "classification"}
+    zero_fraction, nnz, layer_zero_fraction, layer_nnz, tol, target :
+        The target (:func:`~l1sparse.targets.make_target`); counts are exact by default.
+    epochs, steps :
+        The budget (:func:`resolve_steps`): ``steps`` wins; with neither, 20 epochs but at
+        least 3,000 steps.
+    optimizer : {"sgd", "adam"}, default "sgd"
+        Proximal SGD (momentum ``momentum``) or ProxAdam, learning rate ``lr``.
+    penalty : {"auto", "reweighted", "l1"}, default "auto"
+        "auto" is reweighted ℓ1 for networks, plain ℓ1 for a linear model.
+    loss_fn : callable, optional
+        ``loss_fn(output, target)`` → the mean loss of a batch (default: squared error or
+        cross-entropy by ``task``). λ is on the summed scale of *this* loss.
+    n_samples : int, optional
+        N for λ's summed scale when ``X`` is a loader (default ``len(X.dataset)``).
+    **scheduler_kwargs :
+        Passed to :class:`~l1sparse.scheduler.SparsityScheduler` (``shape``, ``ramp_end``,
+        ``hold``, ``guard``, …).
+
+    Returns
+    -------
+    SelectionResult
+        ``lambdas`` (summed scale), ``converged`` (the count is within the tolerance),
+        ``warnings`` (why the network may not work; empty when it does), ``history``.
 
     Examples
     --------
@@ -712,18 +699,139 @@ def fit_sparse(
     >>> g = torch.Generator().manual_seed(0)
     >>> X = torch.randn(256, 10, generator=g); y = (X[:, 0] > 0).long()
     >>> net = mlp(10, [32], 2, seed=0)
-    >>> res = fit_sparse(net, X, y, task="classification", zero_fraction=0.8, tol=0.02,
-    ...                  epochs=10, lr=1e-2, batch_size=64)
-    >>> res.converged
-    True
+    >>> res = fit_sparse(net, X, y, task="classification", zero_fraction=0.8, steps=600,
+    ...                  lr=0.05, batch_size=64)
+    >>> res.converged, res.warnings
+    (True, [])
     """
-    if grad_samples == "auto":
-        grad_samples = auto_grad_samples(X.shape[0])
+    from .scheduler import SparsityScheduler
+    from .validation import check_training_data
+
+    if mode not in MODES:
+        raise ValueError(f"The 'mode' parameter must be one of {list(MODES)}. Got {mode!r}.")
+    loader = not isinstance(X, (Tensor,)) and not hasattr(X, "__array__")
+    if not loader:
+        X, y = check_training_data(X, y, task=task)
+    elif y is not None:
+        raise ValueError("The 'y' parameter must be None when 'X' is a loader of (x, y) batches.")
+    if penalty == "auto":
+        penalty = default_penalty(model)
     if target is None:
         target = make_target(model, nnz=nnz, zero_fraction=zero_fraction, layer_nnz=layer_nnz,
                              layer_zero_fraction=layer_zero_fraction, tol=tol)
-    solver = TrainingSolver(model, X, y, task=task, optimizer=optimizer, lr=lr,
-                            momentum=momentum, batch_size=batch_size, seed=seed,
-                            schedule_epochs=epochs if batch_size is not None else None,
-                            device=device, grad_samples=grad_samples)
-    return select_lambda(solver, target, mode=mode, epochs=epochs, **select_kwargs)
+    if mode == "retrain":
+        if loader:
+            raise ValueError("mode='retrain' needs tensors X, y (it re-solves from the same "
+                             "start at every outer iteration).")
+        if penalty != "l1":
+            raise ValueError("mode='retrain' is the paper's scheme with plain l1: give "
+                             "penalty='l1' (or 'auto' for a linear model).")
+        if grad_samples == "auto":
+            grad_samples = auto_grad_samples(X.shape[0])
+        epochs_r = DEFAULT_EPOCHS if epochs is None else int(epochs)
+        solver = TrainingSolver(model, X, y, task=task, optimizer=optimizer, lr=lr,
+                                momentum=momentum, batch_size=batch_size, seed=seed,
+                                schedule_epochs=epochs_r if batch_size is not None else None,
+                                device=device, grad_samples=grad_samples)
+        return select_lambda(solver, target, mode="retrain", epochs=epochs_r,
+                             callback=callback, **scheduler_kwargs)
+
+    dev = torch.device(device) if device is not None else None
+    if dev is not None:
+        model.to(dev)
+        if not loader:
+            X, y = X.to(dev), y.to(dev)
+    if loader:
+        n = n_samples if n_samples is not None else len(X.dataset)
+        per_epoch = len(X)
+        data = X
+    else:
+        n = X.shape[0]
+        per_epoch = batches_per_epoch(n, batch_size)
+        data = (X, y)
+    total = resolve_steps(per_epoch, epochs, steps)
+    initial_l1 = {name: 0.0 for name in layer_names(model)}
+    opt = make_optimizer(model, optimizer, lr=lr, lambdas=initial_l1, n_samples=n,
+                         momentum=momentum)
+    lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=lr * lr_final)
+    sched = SparsityScheduler(opt, total_steps=total, n_samples=n, penalty=penalty,
+                              **_target_kwargs(target), **scheduler_kwargs)
+    generator = torch.Generator().manual_seed(seed)
+    history: list[OuterRecord] = []
+    done, seconds_before = 0, 0.0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        lr_sched.load_state_dict(resume["lr_scheduler"])
+        sched.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        done, seconds_before = int(resume["step"]), float(resume["seconds"])
+        history = [OuterRecord(**r) for r in resume["history"]]
+    net = model
+    if shard is not None and shard[1] > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [dev.index] if dev is not None and dev.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
+    t_start = time.perf_counter()
+    window = {"loss": 0.0, "n": 0, "t": time.perf_counter(), "step": done}
+
+    def after_step() -> None:
+        lr_sched.step()
+        sched.step()
+        if sched.history and sched.history[-1]["step"] == sched.last_step and (
+                not history or history[-1].iteration != sched.last_step):
+            h = sched.history[-1]
+            lams = h["lambdas"]
+            phase = ("ramp" if sched.last_step <= sched.ramp_end * total else
+                     "steer" if sched.last_step <= sched.hold * total else "hold")
+            rec = OuterRecord(iteration=sched.last_step, phase=phase, lambdas=dict(lams),
+                              nnz=dict(h["nnz"]), nnz_total=sum(h["nnz"].values()),
+                              attained=target.attained(h["nnz"]), met=bool(h["met"]),
+                              loss=float("nan"), objective=float("nan"),
+                              max_violation=float("nan"),
+                              epochs=(sched.last_step - window["step"]) / per_epoch,
+                              seconds=time.perf_counter() - window["t"])
+            window.update(t=time.perf_counter(), step=sched.last_step)
+            history.append(rec)
+            if callback is not None:
+                callback(rec)
+
+    def on_epoch(step: int, mean_loss: float) -> None:
+        if history:
+            history[-1].loss = mean_loss * n
+        if checkpoint is not None:
+            checkpoint({"format": 2, "step": step, "model": model.state_dict(),
+                        "optimizer": opt.state_dict(), "lr_scheduler": lr_sched.state_dict(),
+                        "scheduler": sched.state_dict(), "generator": generator.get_state(),
+                        "history": [asdict(r) for r in history],
+                        "seconds": seconds_before + time.perf_counter() - t_start})
+
+    train_steps(net, data, opt, task=task, steps=total, start_step=done, batch_size=batch_size,
+                generator=generator, loss_fn=loss_fn, after_step=after_step, on_epoch=on_epoch,
+                shard=shard, device=dev if loader else None)
+    nnz_now = nnz_per_layer(model)
+    warnings = [] if loader else network_warnings(model, X, y, task=task)
+    for w in warnings:
+        log.warning(w)
+    return SelectionResult(
+        lambdas=sched.lambdas, target=target, converged=target.met(nnz_now),
+        distance=target.distance(nnz_now), nnz=nnz_now, history=history,
+        epochs_total=total / per_epoch,
+        seconds=seconds_before + time.perf_counter() - t_start, steps=total,
+        penalty=sched.penalty.name, final_projection=sched.final,
+        guard_events=sched.guard_events, warnings=warnings,
+        penalty_weights=sched.penalty_weights)
+
+
+def _target_kwargs(target: Target) -> dict:
+    """The scheduler's target arguments that rebuild ``target``."""
+    kind = target.kind
+    if target.per_layer:
+        values = {s.layers[0]: v for s, v in zip(target.scopes, target.value)}
+        key = "layer_nnz" if kind == "nnz" else "layer_zero_fraction"
+        if kind == "nnz":
+            values = {k: int(v) for k, v in values.items()}
+        return {key: values, "tol": target.tol}
+    value = int(target.value) if kind == "nnz" else target.value
+    return {kind: value, "tol": target.tol}

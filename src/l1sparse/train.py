@@ -262,3 +262,120 @@ def debias(
         for n, mask in masks.items():
             layers[n].weight.mul_(mask)
     return result
+
+
+# --------------------------------------------------------------------------- the step loop
+
+
+def epoch_batches(n: int, batch_size: int | None, generator: torch.Generator | None):
+    """The index batches of one epoch: a fresh permutation cut into ``batch_size`` pieces
+    (``None`` for one full batch)."""
+    yield from _batches(n, batch_size, generator)
+
+
+def batches_per_epoch(n: int, batch_size: int | None) -> int:
+    """Optimizer steps in one pass over ``n`` samples."""
+    return 1 if batch_size is None or batch_size >= n else math.ceil(n / batch_size)
+
+
+def train_steps(
+    model: nn.Module,
+    data,
+    optimizer: torch.optim.Optimizer,
+    *,
+    task: str,
+    steps: int,
+    start_step: int = 0,
+    batch_size: int | None = 128,
+    generator: torch.Generator | None = None,
+    loss_fn: Callable | None = None,
+    after_step: Callable[[], None] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+    shard: tuple[int, int] | None = None,
+    device: torch.device | None = None,
+) -> int:
+    """The library's one mini-batch training loop: ``steps`` optimizer steps on the mean loss.
+
+    Parameters
+    ----------
+    data : (X, y) tensors, or an iterable of ``(x, y)`` batches (e.g. a ``DataLoader``)
+        Tensors are drawn in a fresh permutation every epoch from ``generator``; an iterable
+        is passed over again and again.
+    steps : int
+        The step at which to stop (counted from 0; ``start_step`` steps are already done, and
+        with tensors the epoch of ``start_step`` is started afresh from ``generator``'s state).
+    after_step : callable, optional
+        Called after every ``optimizer.step()`` (schedulers step here).
+    on_epoch : callable, optional
+        Called with ``(step, mean loss of the epoch)`` at the end of every pass over the data
+        (checkpoints are taken here).
+    shard : (rank, world_size), optional
+        Data-parallel training on tensors (``model`` wrapped in ``DistributedDataParallel``):
+        every rank draws the same global batches and takes every ``world_size``-th sample;
+        the local sum is scaled by ``world_size / global batch size``, so the all-reduced
+        gradient is that of the global batch's mean loss.
+
+    Returns
+    -------
+    int
+        The number of steps done (``steps``).
+
+    Raises
+    ------
+    DivergenceError
+        If the loss becomes NaN or infinite; the weights are restored to those at the start
+        of that epoch.
+    """
+    check_task(task)
+    rank, world = shard if shard is not None else (0, 1)
+    step = start_step
+    tensors = isinstance(data, tuple)
+    while step < steps:
+        snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        seen = None
+        count = 0
+        model.train()
+        if tensors:
+            X, y = data
+            source = ((X, y) if idx is None else (X[idx.to(X.device)], y[idx.to(X.device)])
+                      for idx in _batches(X.shape[0], batch_size, generator))
+        else:
+            source = iter(data)
+        for xb, yb in source:
+            if device is not None and xb.device != device:
+                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            if world > 1 and tensors:
+                scale = world / xb.shape[0]
+                xb, yb = xb[rank::world], yb[rank::world]
+            else:
+                scale = 1.0 / xb.shape[0]
+            optimizer.zero_grad(set_to_none=False)
+            out = model(xb)
+            if loss_fn is None:
+                local = fidelity(out, yb, task, reduction="sum")
+                (local * scale).backward()
+            else:
+                local = loss_fn(out, yb)
+                local.backward()
+                local = local * xb.shape[0]
+            optimizer.step()
+            step += 1
+            if after_step is not None:
+                after_step()
+            local = local.detach().double()
+            seen = local if seen is None else seen + local
+            count += xb.shape[0]
+            if step >= steps:
+                break
+        fid = float(seen) if seen is not None else 0.0
+        core = getattr(model, "module", model)
+        if not math.isfinite(fid) or not _finite(core):
+            model.load_state_dict(snapshot)
+            raise DivergenceError(
+                f"The loss became {fid} before step {step}: training diverged. "
+                f"Try a smaller learning rate (lr={optimizer.param_groups[0]['lr']:g}), or "
+                "standardise badly scaled features or targets. The model keeps the weights "
+                "from the start of that epoch.")
+        if on_epoch is not None:
+            on_epoch(step, fid / max(count, 1))
+    return step

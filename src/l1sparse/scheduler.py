@@ -1,0 +1,484 @@
+"""SparsityScheduler: choose λ inside any training loop, as an lr_scheduler chooses the lr.
+
+The scheduler sits next to a proximal optimizer (:class:`~l1sparse.prox.ProxSGD`,
+:class:`~l1sparse.prox.ProxAdam`) whose parameter groups carry the ℓ1 coefficient ``l1``.
+The loop calls ``optimizer.step()`` then ``scheduler.step()``; each step the scheduler counts
+the nonzero weights per scope and writes each group's ``l1`` (docs/design.md §5):
+
+1. **Ramp.** The scheduled zero fraction rises from the dense side to the target on a cubic
+   (or linear) schedule over ``[ramp_start, ramp_end]`` of the steps, as gradual magnitude
+   pruning does. λ starts at the first-order guess (between the k-th and (k+1)-th largest
+   ``|∂L/∂w_i| / c_i`` of the gradient the loop computed, k the scheduled nonzeros) and is
+   corrected every step by the count alone (:func:`~l1sparse.rule.controller_factor`), so the
+   count tracks the schedule and never runs irreversibly past the target.
+2. **Guard.** Every ``guard_every`` steps the live units of each layer (rows and columns of
+   its weight with a nonzero) are counted; if a layer lost more than ``guard`` of them since the
+   last check, λ is lowered by ``guard_backoff`` and kept from rising for the next window:
+   dead ReLU units get no gradient and never come back, so λ is slowed before it kills more.
+3. **Hold.** From ``hold`` of the steps on, λ and the penalty weights are held fixed, so the
+   network returned is trained at the λ returned while the learning rate decays.
+4. **Finish.** At the last step, if ``finish`` and the count is outside the tolerance, an
+   explicit final projection lands on the target: surplus nonzeros with the smallest
+   ``|w_i| / c_i`` are set to zero, or missing ones are let in where ``|∂L/∂w_i| / c_i`` is
+   largest (a small gradient step on those entries). It is recorded in :attr:`final`.
+
+λ is reported on the summed-loss scale (:attr:`lambdas`): ``l1 · N`` when the loop
+back-propagates the mean loss of each batch (``loss_reduction="mean"``, the default; give
+``n_samples`` = N), ``l1`` itself for a summed loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from .penalty import (
+    L1_WEIGHT,
+    UNPENALISED_GROUP,
+    L1Penalty,
+    make_penalty,
+    set_l1_weights,
+)
+from .rule import (
+    SHAPES,
+    controller_factor,
+    exact_threshold,
+    first_order_guess,
+    ramp_progress,
+    scheduled_zero_fraction,
+)
+from .targets import Target, make_target
+
+__all__ = ["SparsityScheduler", "live_units"]
+
+log = logging.getLogger(__name__)
+
+REDUCTIONS = ("mean", "sum")
+
+
+@torch.no_grad()
+def live_units(weight: Tensor) -> tuple[int, int]:
+    """``(live outputs, live inputs)`` of a weight: rows and columns (output and input
+    channels for a convolution) with at least one nonzero entry.
+
+    >>> live_units(torch.tensor([[0.0, 1.0], [0.0, 0.0], [2.0, 0.0]]))
+    (2, 2)
+    """
+    nz = weight != 0
+    if nz.dim() == 1:
+        n = int(nz.sum())
+        return n, n
+    rows = nz.flatten(1).any(dim=1)
+    cols = nz.transpose(0, 1).flatten(1).any(dim=1)
+    return int(rows.sum()), int(cols.sum())
+
+
+def _positive_int(value, what: str) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"The '{what}' parameter must be a positive integer. Got {value!r}.")
+    return int(value)
+
+
+def _fraction(value, what: str, *, closed: bool = True) -> float:
+    value = float(value)
+    if not (0.0 <= value <= 1.0) or (not closed and value == 1.0):
+        raise ValueError(f"The '{what}' parameter must be in [0, 1]. Got {value}.")
+    return value
+
+
+class SparsityScheduler:
+    r"""Steer the ``l1`` of a proximal optimizer's groups so the network reaches a target
+    sparsity by ``total_steps``.
+
+    Parameters
+    ----------
+    optimizer : ProxSGD or ProxAdam
+        With one group per penalised layer, named (from :func:`~l1sparse.param_groups`).
+    zero_fraction, nnz, layer_zero_fraction, layer_nnz :
+        Exactly one target, as in :func:`~l1sparse.targets.make_target` (per-layer values as
+        a list in group order or a mapping from layer name).
+    tol : float, optional
+        In the unit of the target; default 0 for counts, 0.005 for fractions.
+    total_steps : int
+        The number of ``step()`` calls of the run (optimizer steps).
+    n_samples : int, optional
+        N, the training-set size: needed with ``loss_reduction="mean"`` to report λ on the
+        summed scale.
+    loss_reduction : {"mean", "sum"}, default "mean"
+        What the loop back-propagates.
+    penalty : {"reweighted", "l1"} or a penalty object, default "reweighted"
+        :class:`~l1sparse.penalty.ReweightedL1Penalty` (per-weight ``c_i`` refreshed every
+        ``refresh_every`` steps, held in the optimizer's state) or plain ℓ1.
+    shape : {"cubic", "linear"}, default "cubic"
+    ramp_start, ramp_end : float, default 0.0, 0.7
+        The scheduled zero fraction rises over these shares of ``total_steps``.
+    hold : float, default 0.85
+        From this share of the steps on, λ and the penalty weights are held.
+    gain : float, default 0.05
+        Exponent of the per-step correction ``(predicted nnz / scheduled nnz) ** gain``.
+    max_factor : float, default 1.02
+        Largest factor by which λ changes in one step.
+    guard : float, default 0.1
+        Largest share of a layer's live units (rows or columns) that may die within one
+        guard window; beyond it λ backs off.
+    guard_every : int, optional
+        Steps between live-unit checks. Default ``max(10, total_steps // 100)``.
+    guard_backoff : float, default 1.5
+    lead : float, default 0.05
+        The count lags λ (a weight needs steps to shrink to zero), so the controller compares
+        where the count is heading (its present trend, an average over ``lead/2`` of the run,
+        extrapolated over ``lead`` of the run) with the schedule ``lead`` of the run ahead.
+    init_factor : float, default 0.1
+        The first λ is this share of the first-order guess: a start on the dense side.
+    finish : bool, default True
+        Land on the target with an explicit final projection at the last step if needed.
+
+    Examples
+    --------
+    >>> from l1sparse import mlp, param_groups, ProxSGD
+    >>> g = torch.Generator().manual_seed(0)
+    >>> X = torch.randn(512, 10, generator=g); y = (X[:, 0] > 0).long()
+    >>> net = mlp(10, [32], 2, seed=0)
+    >>> opt = ProxSGD(param_groups(net), lr=0.05, momentum=0.9)
+    >>> sched = SparsityScheduler(opt, zero_fraction=0.8, total_steps=400, n_samples=512)
+    >>> for step in range(400):
+    ...     idx = torch.randint(0, 512, (64,), generator=g)
+    ...     opt.zero_grad()
+    ...     torch.nn.functional.cross_entropy(net(X[idx]), y[idx]).backward()
+    ...     opt.step()
+    ...     sched.step()
+    >>> sched.met
+    True
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        zero_fraction: float | None = None,
+        nnz: int | None = None,
+        layer_zero_fraction: Sequence[float] | Mapping[str, float] | None = None,
+        layer_nnz: Sequence[int] | Mapping[str, int] | None = None,
+        tol: float | None = None,
+        total_steps: int,
+        n_samples: int | None = None,
+        loss_reduction: str = "mean",
+        penalty: str | L1Penalty = "reweighted",
+        shape: str = "cubic",
+        ramp_start: float = 0.0,
+        ramp_end: float = 0.7,
+        hold: float = 0.85,
+        gain: float | None = None,
+        max_factor: float = 1.02,
+        guard: float = 0.1,
+        guard_every: int | None = None,
+        guard_backoff: float = 1.5,
+        lead: float = 0.05,
+        init_factor: float = 0.1,
+        finish: bool = True,
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"The 'optimizer' parameter must be a torch.optim.Optimizer. "
+                            f"Got {type(optimizer).__name__}.")
+        groups = [g for g in optimizer.param_groups
+                  if "l1" in g and g.get("name", UNPENALISED_GROUP) != UNPENALISED_GROUP]
+        if not groups or "l1" not in optimizer.defaults:
+            raise ValueError(
+                "The optimizer has no proximal 'l1' parameter groups: use ProxSGD or ProxAdam "
+                "with l1sparse.param_groups(model) (a plain torch.optim optimizer would leave "
+                "the network dense).")
+        self.optimizer = optimizer
+        self.total_steps = _positive_int(total_steps, "total_steps")
+        if loss_reduction not in REDUCTIONS:
+            raise ValueError(f"The 'loss_reduction' parameter must be one of {list(REDUCTIONS)}. "
+                             f"Got {loss_reduction!r}.")
+        if n_samples is not None:
+            n_samples = _positive_int(n_samples, "n_samples")
+        self.n_samples, self.loss_reduction = n_samples, loss_reduction
+        if shape not in SHAPES:
+            raise ValueError(f"The 'shape' parameter must be one of {list(SHAPES)}. Got {shape!r}.")
+        self.shape = shape
+        self.ramp_start = _fraction(ramp_start, "ramp_start")
+        self.ramp_end = _fraction(ramp_end, "ramp_end")
+        self.hold = _fraction(hold, "hold")
+        if not self.ramp_start <= self.ramp_end <= self.hold:
+            raise ValueError("The schedule must have ramp_start <= ramp_end <= hold. Got "
+                             f"{self.ramp_start}, {self.ramp_end}, {self.hold}.")
+        self.gain = 0.05 if gain is None else float(gain)
+        if not (math.isfinite(self.gain) and self.gain > 0):
+            raise ValueError(f"The 'gain' parameter must be > 0. Got {gain!r}.")
+        self.max_factor = float(max_factor)
+        if not (math.isfinite(self.max_factor) and self.max_factor > 1):
+            raise ValueError(f"The 'max_factor' parameter must be > 1. Got {max_factor!r}.")
+        self.guard = _fraction(guard, "guard")
+        self.guard_every = (max(10, self.total_steps // 100) if guard_every is None
+                            else _positive_int(guard_every, "guard_every"))
+        self.guard_backoff = float(guard_backoff)
+        if not (math.isfinite(self.guard_backoff) and self.guard_backoff >= 1):
+            raise ValueError(f"The 'guard_backoff' parameter must be >= 1. Got {guard_backoff!r}.")
+        self.lead = _fraction(lead, "lead")
+        self.slope_weight = 1.0 / max(1, round(self.lead * self.total_steps) / 2)
+        self.init_factor = float(init_factor)
+        if not (math.isfinite(self.init_factor) and self.init_factor > 0):
+            raise ValueError(f"The 'init_factor' parameter must be > 0. Got {init_factor!r}.")
+        self.finish = bool(finish)
+        self.penalty = make_penalty(penalty)
+
+        self._groups = {g["name"]: g for g in groups}
+        layers = [(g["name"], sum(p.numel() for p in g["params"])) for g in groups]
+        if isinstance(layer_zero_fraction, Mapping) or isinstance(layer_nnz, Mapping):
+            pass  # make_target checks the names
+        self.target: Target = make_target(layers, nnz=nnz, zero_fraction=zero_fraction,
+                                          layer_nnz=layer_nnz,
+                                          layer_zero_fraction=layer_zero_fraction, tol=tol)
+        # dynamic state (state_dict)
+        self.last_step = 0
+        self.skipped_steps = 0
+        self._l1 = [float(self._groups[s.layers[0]]["l1"]) for s in self.target.scopes]
+        self._slope = [0.0 for _ in self.target.scopes]  # EMA of the change of nnz per step
+        self._prev = [None for _ in self.target.scopes]
+        self._live_ref: dict[str, tuple[int, int]] | None = None
+        self._rise_blocked_until = 0
+        self.guard_events = 0
+        self.final: dict | None = None
+        self.history: list[dict] = []
+        self._nnz: dict[str, int] = self._count()
+        self._write_l1()
+
+    # ------------------------------------------------------------------ what the user reads
+
+    @property
+    def nnz(self) -> dict[str, int]:
+        """Nonzero weights per layer after the last step."""
+        return dict(self._nnz)
+
+    @property
+    def met(self) -> bool:
+        """Whether the current count is within the tolerance of the target."""
+        return self.target.met(self._nnz)
+
+    @property
+    def scale(self) -> float:
+        """Factor from the optimizer's ``l1`` to λ on the summed scale."""
+        if self.loss_reduction == "sum":
+            return 1.0
+        if self.n_samples is None:
+            raise ValueError("λ on the summed scale needs the training-set size: give "
+                             "SparsityScheduler(n_samples=N) (or loss_reduction='sum').")
+        return float(self.n_samples)
+
+    @property
+    def lambdas(self) -> dict[str, float]:
+        """λ_k per layer on the summed-loss scale."""
+        s = self.scale
+        return {n: float(self._groups[n]["l1"]) * s for n in self._groups}
+
+    @property
+    def lam(self) -> float | list[float]:
+        """One λ for a global target, a list per layer otherwise (summed scale)."""
+        values = list(self.lambdas.values())
+        return values if self.target.per_layer else values[0]
+
+    @property
+    def penalty_weights(self) -> dict[str, Tensor]:
+        """The ``c_i`` of the weighted penalty per layer (empty for plain ℓ1)."""
+        out = {}
+        for name, g in self._groups.items():
+            p = g["params"][0]
+            c = self.optimizer.state.get(p, {}).get(L1_WEIGHT)
+            if c is not None:
+                out[name] = c
+        return out
+
+    def scheduled_zero_fraction(self, step: int | None = None) -> list[float]:
+        """The zero fraction scheduled per scope at ``step`` (default: the last one)."""
+        step = self.last_step if step is None else step
+        t = ramp_progress(step, self.total_steps, self.ramp_start, self.ramp_end)
+        return [scheduled_zero_fraction(t, 1.0 - s.nnz / s.total, shape=self.shape)
+                for s in self.target.scopes]
+
+    # ------------------------------------------------------------------ the step
+
+    def _count(self) -> dict[str, int]:
+        names = list(self._groups)
+        counts = torch.stack([sum((p != 0).sum() for p in self._groups[n]["params"])
+                              for n in names]).tolist()  # one host sync for all layers
+        return dict(zip(names, (int(c) for c in counts)))
+
+    def _write_l1(self) -> None:
+        for s, l1 in zip(self.target.scopes, self._l1):
+            for n in s.layers:
+                self._groups[n]["l1"] = l1
+
+    def _grads_finite(self) -> bool:
+        grads = [p.grad for g in self._groups.values() for p in g["params"] if p.grad is not None]
+        if not grads:
+            return True
+        norms = torch._foreach_norm(grads, float("inf"))
+        return bool(torch.isfinite(torch.stack(norms)).all())
+
+    def _scores(self, scope) -> Tensor | None:
+        """``|∂L/∂w_i| / c_i`` over a scope from the gradients the loop computed."""
+        parts = []
+        for n in scope.layers:
+            for p in self._groups[n]["params"]:
+                if p.grad is None:
+                    return None
+                c = self.optimizer.state.get(p, {}).get(L1_WEIGHT)
+                g = p.grad.detach().abs().flatten().float()
+                parts.append(g if c is None else g / c.flatten().float())
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Take one scheduler step; call it once after every ``optimizer.step()``."""
+        if not self._grads_finite():  # e.g. a step skipped by a GradScaler
+            self.skipped_steps += 1
+            return
+        self.last_step += 1
+        t = self.last_step
+        if t > self.total_steps:
+            self._nnz = self._count()
+            return
+        steering = t <= self.hold * self.total_steps
+        if steering and self.penalty.adaptive and (t - 1) % self.penalty.refresh_every == 0:
+            set_l1_weights(self.optimizer, self.penalty)
+        self._nnz = self._count()
+        if steering:
+            self._steer(t)
+        if t == self.total_steps and self.finish and not self.met:
+            self._finish()
+            self._nnz = self._count()
+        if t % self.guard_every == 0 or t == self.total_steps:
+            self.history.append({"step": t, "lambdas": self.lambdas if self._can_scale() else
+                                 {n: float(g["l1"]) for n, g in self._groups.items()},
+                                 "nnz": dict(self._nnz), "met": self.met,
+                                 "scheduled_zero_fraction": self.scheduled_zero_fraction(t)})
+
+    def _can_scale(self) -> bool:
+        return self.loss_reduction == "sum" or self.n_samples is not None
+
+    def _steer(self, t: int) -> None:
+        backoff = self._guard(t) if t % self.guard_every == 0 else False
+        # the count lags λ (a weight needs steps to shrink to zero): steer towards the
+        # schedule a little ahead
+        horizon = round(self.lead * self.total_steps)
+        ahead = min(self.total_steps, t + horizon)
+        for i, (s, sched_zero) in enumerate(zip(self.target.scopes,
+                                                self.scheduled_zero_fraction(ahead))):
+            now = sum(self._nnz[n] for n in s.layers)
+            if self._prev[i] is not None:
+                self._slope[i] += self.slope_weight * ((now - self._prev[i]) - self._slope[i])
+            self._prev[i] = now
+            # where the count is heading: its present trend over the horizon
+            count = max(0.5, now + self._slope[i] * horizon) if self._l1[i] > 0 else now
+            scheduled = (1.0 - sched_zero) * s.total
+            if self._l1[i] <= 0:
+                if sched_zero <= 0 or count <= scheduled:
+                    continue
+                scores = self._scores(s)
+                if scores is None:
+                    continue
+                self._l1[i] = self.init_factor * first_order_guess(scores, scheduled)
+                log.debug("scope %d: first l1 %.4g at step %d", i, self._l1[i], t)
+                continue
+            if backoff:
+                self._l1[i] /= self.guard_backoff
+                continue
+            factor = controller_factor(count, scheduled, gain=self.gain,
+                                       max_factor=self.max_factor)
+            if factor > 1 and t < self._rise_blocked_until:
+                factor = 1.0
+            self._l1[i] *= factor
+        self._write_l1()
+
+    def _guard(self, t: int) -> bool:
+        """Whether a layer lost more than ``guard`` of its live units since the last check."""
+        live = {n: live_units(g["params"][0]) for n, g in self._groups.items()}
+        ref, self._live_ref = self._live_ref, live
+        if ref is None:
+            return False
+        for n, (rows, cols) in live.items():
+            r0, c0 = ref[n]
+            if rows < (1 - self.guard) * r0 or cols < (1 - self.guard) * c0:
+                self.guard_events += 1
+                self._rise_blocked_until = t + self.guard_every
+                log.info("guard: %s lost live units (%d→%d rows, %d→%d cols) at step %d; "
+                         "lambda backs off", n, r0, rows, c0, cols, t)
+                return True
+        return False
+
+    @torch.no_grad()
+    def _finish(self) -> None:
+        """The explicit final projection onto the target count, scope by scope."""
+        removed = revived = 0
+        for s in self.target.scopes:
+            params = [p for n in s.layers for p in self._groups[n]["params"]]
+            count = sum(self._nnz[n] for n in s.layers)
+            goal = int(round(s.nnz))
+            weights = [self.optimizer.state.get(p, {}).get(L1_WEIGHT) for p in params]
+            if count > s.nnz + s.tol:  # too dense: drop the smallest |w| / c
+                scores = torch.cat([(p.abs() / (1 if c is None else c)).flatten()
+                                    for p, c in zip(params, weights)])
+                scores = torch.where(scores > 0, scores, torch.full_like(scores, -1.0))
+                thr = exact_threshold(scores, goal)
+                for p, c in zip(params, weights):
+                    drop = (p != 0) & ((p.abs() / (1 if c is None else c)) <= thr)
+                    removed += int(drop.sum())
+                    p.masked_fill_(drop, 0.0)
+            elif count < s.nnz - s.tol:  # too sparse: let in the zeros under most pressure
+                if any(p.grad is None for p in params):
+                    continue
+                scores = torch.cat([torch.where(p == 0, p.grad.abs() / (1 if c is None else c),
+                                                torch.full_like(p, -1.0)).flatten()
+                                    for p, c in zip(params, weights)])
+                thr = exact_threshold(scores, goal - count)
+                for p, c in zip(params, weights):
+                    lr = self._groups[s.layers[0]]["lr"]
+                    enter = (p == 0) & ((p.grad.abs() / (1 if c is None else c)) > thr)
+                    revived += int(enter.sum())
+                    p.copy_(torch.where(enter, -lr * p.grad, p))
+        self.final = {"step": self.last_step, "removed": removed, "revived": revived}
+        log.info("final projection: %d weights set to zero, %d let in", removed, revived)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        """The scheduler's own state (plain types only; the optimizer is not included)."""
+        return {"last_step": self.last_step, "skipped_steps": self.skipped_steps,
+                "l1": list(self._l1), "slope": list(self._slope), "prev": list(self._prev),
+                "live_ref": None if self._live_ref is None
+                else {n: list(v) for n, v in self._live_ref.items()},
+                "rise_blocked_until": self._rise_blocked_until,
+                "guard_events": self.guard_events, "final": self.final,
+                "history": [dict(h) for h in self.history],
+                "target": self.target.echo(), "total_steps": self.total_steps}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore :meth:`state_dict`; the target and ``total_steps`` must match."""
+        if state.get("target") != self.target.echo() or state.get("total_steps") != \
+                self.total_steps:
+            raise ValueError("The scheduler state belongs to another target or run length "
+                             f"(saved {state.get('target')}, {state.get('total_steps')} steps; "
+                             f"this one {self.target.echo()}, {self.total_steps} steps).")
+        self.last_step = int(state["last_step"])
+        self.skipped_steps = int(state["skipped_steps"])
+        self._l1 = [float(v) for v in state["l1"]]
+        self._slope = [float(v) for v in state["slope"]]
+        self._prev = [None if v is None else int(v) for v in state["prev"]]
+        self._live_ref = None if state["live_ref"] is None else {
+            n: (int(v[0]), int(v[1])) for n, v in state["live_ref"].items()}
+        self._rise_blocked_until = int(state["rise_blocked_until"])
+        self.guard_events = int(state["guard_events"])
+        self.final = state["final"]
+        self.history = [dict(h) for h in state["history"]]
+        self._write_l1()
+        self._nnz = self._count()
+
+    def __repr__(self) -> str:
+        return (f"SparsityScheduler({self.target.words()}, step {self.last_step}/"
+                f"{self.total_steps}, penalty={self.penalty!r})")
