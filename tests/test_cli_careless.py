@@ -413,3 +413,31 @@ def test_standardization_fold_and_unfold_are_inverse_and_keep_zeros():
     back = Standardization.from_metadata(std.as_metadata())
     torch.testing.assert_close(back.x_scale, std.x_scale)
     torch.testing.assert_close(back.y_mean, std.y_mean)
+
+
+# --------------------------------------------------------------------------- targets, divergence
+
+
+def test_layer_sparsity_by_name(files, tmp_path, capsys):
+    out = tmp_path / "named"
+    code = main(["fit", "--data", str(files / "cls.npz"), "--task", "classification", *TINY,
+                 "--layer-sparsity", "fc2=0.5,fc1=0.8", "--out", str(out), "--quiet"])
+    assert code in (0, 3), capsys.readouterr().err
+    capsys.readouterr()
+    result = json.loads((out / "result.json").read_text())
+    assert result["target"]["value"] == [0.8, 0.5]  # in layer order, whatever the order given
+    code = main(["fit", "--data", str(files / "cls.npz"), "--task", "classification", *TINY,
+                 "--layer-sparsity", "fc1=0.8,fc9=0.5", "--out", str(tmp_path / "bad")])
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2 and "--layer-sparsity" in line and "fc9" in line
+
+
+def test_divergence_exits_4_with_a_hint(files, tmp_path, capsys):
+    out = tmp_path / "diverged"
+    code = main(["fit", "--data", str(files / "reg.csv"), "--task", "regression", *TINY,
+                 "--target-sparsity", "0.5", "--optimizer", "sgd", "--lr", "1e30",
+                 "--out", str(out), "--quiet"])
+    line = _one_line(capsys.readouterr().err)
+    assert code == 4
+    assert "diverged" in line and "--lr" in line and "--standardize" in line
+    assert not (out / "model.safetensors").exists()

@@ -452,10 +452,16 @@ def _target(args, model):
     if sum(given) != 1:
         raise UsageError("give exactly one of --target-sparsity, --target-nnz, --layer-sparsity")
     if args.target_nnz is not None:
-        return make_target(model, nnz=args.target_nnz, tol=args.tol)
-    if args.target_sparsity is not None:
-        return make_target(model, zero_fraction=args.target_sparsity, tol=args.tol)
-    return make_target(model, layer_zero_fraction=args.layer_sparsity, tol=args.tol)
+        flag, kwargs = "--target-nnz", {"nnz": args.target_nnz}
+    elif args.target_sparsity is not None:
+        flag, kwargs = "--target-sparsity", {"zero_fraction": args.target_sparsity}
+    else:
+        flag, kwargs = "--layer-sparsity", {"layer_zero_fraction": args.layer_sparsity}
+    try:
+        return make_target(model, tol=args.tol, **kwargs)
+    except ValueError as exc:  # name the flag, not only the library's parameter
+        raise UsageError(f"{flag} (with --tol {args.tol}): {exc}" if args.tol is not None
+                         else f"{flag}: {exc}") from None
 
 
 def _pp(fraction: float) -> str:
