@@ -19,6 +19,8 @@ from .select import SelectionResult, Target, TrainingSolver, fit_sparse, make_ta
 from .sparse_inference import SparseLinear, to_sparse
 from .sparsity import SparsityReport, sparsity
 from .train import DivergenceError, TrainResult, make_optimizer, train
+from .standardize import Standardization
+from .validation import check_training_data
 
 __version__ = "0.1.0"
 
@@ -44,6 +46,8 @@ __all__ = [
     "TrainingSolver",
     "build_model",
     "characterize",
+    "check_training_data",
+    "Standardization",
     "fit_sparse",
     "full_gradient",
     "lambda_max",
