@@ -32,6 +32,9 @@ __all__ = [
     "characterize",
     "lambda_max",
     "lasso_lambda_max",
+    "Stationarity",
+    "stationarity",
+    "GRADIENT_SOURCES",
 ]
 
 
@@ -237,3 +240,148 @@ def lambda_max(model: nn.Module, X: Tensor, y: Tensor, *, task: str) -> float:
                 layer.bias.copy_(torch.log(counts.clamp_min(1e-12) / counts.sum()))
     grad = full_gradient(probe, X, y, task=task)
     return float(next(iter(grad.weights.values())).abs().max())
+
+
+# --------------------------------------------------------------------------- the certificate
+
+GRADIENT_SOURCES = ("full-data", "estimated")
+
+
+@dataclass(frozen=True)
+class Stationarity:
+    """The stationarity certificate of a result: how well it meets the first-order conditions
+    of the (weighted) ℓ1 model at its own λ_k (see :func:`stationarity`).
+
+    ``nonzeros_ok`` and ``zeros_ok`` are shares in [0, 1] (``None`` when there are no
+    nonzeros, or no zeros); ``median_residual`` is the median over the nonzeros of
+    ``|∂L/∂w + λ_k c_i sign(w)| / (λ_k c_i)``; ``layers`` holds the same per layer (plus its
+    ``lambda``, ``nnz``, ``n_zero`` and ``max_violation``).
+    """
+
+    nonzeros_ok: float | None
+    zeros_ok: float | None
+    median_residual: float | None
+    max_violation: float
+    max_bias_gradient: float
+    tol: float
+    gradient: str
+    layers: tuple[dict, ...]
+
+    def as_dict(self) -> dict:
+        return {"nonzeros_ok": self.nonzeros_ok, "zeros_ok": self.zeros_ok,
+                "median_residual": self.median_residual, "max_violation": self.max_violation,
+                "max_bias_gradient": self.max_bias_gradient, "tol": self.tol,
+                "gradient": self.gradient, "layers": [dict(l) for l in self.layers]}
+
+    def line(self) -> str:
+        """One line for a person: ``stationarity (tol 0.05, full-data gradient): …``."""
+        def share(v):
+            return "n/a" if v is None else f"{100 * v:.1f} %"
+
+        med = "n/a" if self.median_residual is None else f"{self.median_residual:.3g}"
+        return (f"stationarity at lambda (tol {self.tol:g}, {self.gradient} gradient): "
+                f"nonzeros ok {share(self.nonzeros_ok)}, zeros ok {share(self.zeros_ok)}, "
+                f"median residual {med}·lambda, max |dL/db| {self.max_bias_gradient:.3g}")
+
+
+def _share(ok: int, n: int) -> float | None:
+    return ok / n if n else None
+
+
+def stationarity(model: nn.Module, X: Tensor | None, y: Tensor | None, *, task: str,
+                 lambdas: Mapping[str, float], weights: Mapping[str, Tensor] | None = None,
+                 tol: float = 0.05, gradient: FullGradient | None = None,
+                 gradient_source: str = "full-data", batch_size: int = 8192) -> Stationarity:
+    """The stationarity certificate: the first-order conditions at the model's own λ_k.
+
+    For the (weighted) objective ``L(Θ) + Σ_k λ_k Σ_i c_i |w_i|`` (summed fidelity, DESIGN §1)
+    a weight meets its condition when
+
+    * ``w_i ≠ 0``: ``|∂L/∂w_i + λ_k c_i sign(w_i)| ≤ tol·λ_k c_i``,
+    * ``w_i = 0``: ``|∂L/∂w_i| ≤ (1 + tol)·λ_k c_i``.
+
+    Where ``λ_k c_i = 0`` (an unpenalised layer) the tolerances are absolute (``tol``), as in
+    :func:`characterize`.
+
+    Parameters
+    ----------
+    model : nn.Module
+    X, y : Tensor
+        The whole training set (moved to the model's device batch by batch); unused when
+        ``gradient`` is given.
+    task : {"regression", "classification"}
+    lambdas : mapping from layer name to λ_k (summed-loss scale)
+    weights : mapping from layer name to a tensor of the weight's shape, optional
+        Per-weight penalty weights ``c_i ≥ 0``; a missing layer (or None) means ``c_i = 1``.
+    tol : float, default 0.05
+    gradient : FullGradient, optional
+        A gradient already computed at these weights.
+    gradient_source : {"full-data", "estimated"}, default "full-data"
+        What the gradient is: the summed fidelity over every training sample, or an estimate
+        (a subsample scaled to the summed loss). Recorded as ``gradient``.
+
+    Returns
+    -------
+    Stationarity
+
+    Raises
+    ------
+    ValueError
+        For a negative or non-finite ``tol``, an unknown ``gradient_source``, a layer without
+        λ, or penalty weights of the wrong shape.
+    """
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"The 'tol' parameter must be a finite number >= 0. Got {tol!r}.")
+    if gradient_source not in GRADIENT_SOURCES:
+        raise ValueError(f"The 'gradient_source' parameter must be one of "
+                         f"{list(GRADIENT_SOURCES)}. Got {gradient_source!r}.")
+    if gradient is None:
+        device = next(model.parameters()).device
+        gradient = full_gradient(model, X.to(device), y.to(device), task=task,
+                                 batch_size=batch_size)
+    current = _weights(model)
+    missing = [n for n in current if n not in lambdas]
+    if missing:
+        raise ValueError(f"The 'lambdas' mapping has no value for the layers {missing}.")
+    rows = []
+    tot = {"nnz": 0, "nnz_ok": 0, "n_zero": 0, "zero_ok": 0}
+    residuals = []
+    worst = 0.0
+    for name, w in current.items():
+        g = gradient.weights[name].to(torch.float64)
+        w = w.to(torch.float64)
+        c = None if weights is None else weights.get(name)
+        if c is None:
+            c = torch.ones_like(w)
+        else:
+            c = torch.as_tensor(c, dtype=torch.float64, device=w.device)
+            if c.shape != w.shape:
+                raise ValueError(f"The penalty weights of layer {name!r} must have the shape "
+                                 f"{tuple(w.shape)}. Got {tuple(c.shape)}.")
+        lc = float(lambdas[name]) * c
+        scale = torch.where(lc > 0, lc, torch.ones_like(lc))
+        nz = w != 0
+        resid = ((g + lc * torch.sign(w)).abs() / scale)[nz]
+        excess = ((g.abs() - lc) / scale)[~nz]
+        nnz_ok = int((resid <= tol).sum())
+        zero_ok = int((excess <= tol).sum())  # |g| ≤ (1 + tol)·λc (absolute tol at λc = 0)
+        layer_worst = max(float(resid.max()) if resid.numel() else 0.0,
+                          float(excess.clamp_min(0).max()) if excess.numel() else 0.0)
+        worst = max(worst, layer_worst)
+        residuals.append(resid)
+        n, z = int(nz.sum()), int((~nz).sum())
+        rows.append({"name": name, "lambda": float(lambdas[name]), "nnz": n, "n_zero": z,
+                     "nonzeros_ok": _share(nnz_ok, n), "zeros_ok": _share(zero_ok, z),
+                     "median_residual": float(resid.median()) if n else None,
+                     "max_violation": layer_worst})
+        for key, value in (("nnz", n), ("nnz_ok", nnz_ok), ("n_zero", z), ("zero_ok", zero_ok)):
+            tot[key] += value
+    allres = torch.cat(residuals) if residuals else torch.zeros(0)
+    bias = max((float(g.abs().max()) for g in gradient.others.values() if g.numel()),
+               default=0.0)
+    return Stationarity(
+        nonzeros_ok=_share(tot["nnz_ok"], tot["nnz"]), zeros_ok=_share(tot["zero_ok"],
+                                                                       tot["n_zero"]),
+        median_residual=float(allres.median()) if allres.numel() else None,
+        max_violation=worst, max_bias_gradient=bias, tol=float(tol),
+        gradient=gradient_source, layers=tuple(rows))
