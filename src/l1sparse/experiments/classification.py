@@ -42,6 +42,7 @@ from .common import (
     path_start,
     path_start_per_layer,
     progress_logger,
+    selection_columns,
     subsample,
 )
 
@@ -151,35 +152,10 @@ def _evaluate(model: nn.Module, data: Dataset) -> dict:
             "test_accuracy": metric(model, data.X_test, data.y_test, "classification")}
 
 
-T3_COLUMNS = [
-    Column("run", "run"),
-    Column("target", "target zeros", "{:.3f}"),
-    Column("attained", "attained zeros", "{:.4f}"),
-    Column("nnz", "nnz"),
-    Column("total", "weights"),
-    Column("converged", "met"),
-    Column("lambda", "λ", "{:.4g}"),
-    Column("outer_iterations", "outer it."),
-    Column("epochs", "epochs", "{:g}"),
-    Column("train_accuracy", "train acc.", "{:.4f}"),
-    Column("test_accuracy", "test acc.", "{:.4f}"),
-    Column("seconds", "s", "{:.1f}"),
-]
-
-T4_COLUMNS = [
-    Column("run", "run"),
-    Column("target", "target zeros per layer", "{:.3f}"),
-    Column("attained", "attained zeros per layer", "{:.4f}"),
-    Column("nnz", "nnz per layer"),
-    Column("attained_total", "zeros overall", "{:.4f}"),
-    Column("converged", "met"),
-    Column("lambda", "λ_k", "{:.4g}"),
-    Column("outer_iterations", "outer it."),
-    Column("epochs", "epochs", "{:g}"),
-    Column("train_accuracy", "train acc.", "{:.4f}"),
-    Column("test_accuracy", "test acc.", "{:.4f}"),
-    Column("seconds", "s", "{:.1f}"),
-]
+_ACCURACIES = [Column("train_accuracy", "train acc.", "{:.4f}"),
+               Column("test_accuracy", "test acc.", "{:.4f}")]
+T3_COLUMNS = selection_columns(_ACCURACIES, per_layer=False)
+T4_COLUMNS = selection_columns(_ACCURACIES, per_layer=True, zeros_overall=True)
 
 
 def _describe(cfg: ClassificationConfig, data: Dataset) -> str:

@@ -33,6 +33,7 @@ __all__ = [
     "lambda_path",
     "path_start",
     "path_start_per_layer",
+    "selection_columns",
     "subsample",
 ]
 
@@ -49,6 +50,33 @@ class Column:
     key: str
     header: str
     fmt: str = "{}"
+
+
+def selection_columns(metrics: list[Column], *, per_layer: bool,
+                      zeros_overall: bool = False) -> list[Column]:
+    """The columns of a selection table (T1–T4): the target and what was attained, globally or
+    per layer (then ``zeros_overall`` adds the network's zero fraction), the selection's cost,
+    the task's ``metrics`` and the time."""
+    each = " per layer" if per_layer else ""
+    columns = [
+        Column("run", "run"),
+        Column("target", f"target zeros{each}", "{:.3f}"),
+        Column("attained", f"attained zeros{each}", "{:.4f}"),
+        Column("nnz", f"nnz{each}"),
+    ]
+    if not per_layer:
+        columns.append(Column("total", "weights"))
+    elif zeros_overall:
+        columns.append(Column("attained_total", "zeros overall", "{:.4f}"))
+    return [
+        *columns,
+        Column("converged", "met"),
+        Column("lambda", "λ_k" if per_layer else "λ", "{:.4g}"),
+        Column("outer_iterations", "outer it."),
+        Column("epochs", "epochs", "{:g}"),
+        *metrics,
+        Column("seconds", "s", "{:.1f}"),
+    ]
 
 
 def fmt_value(value: Any, fmt: str = "{}") -> str:

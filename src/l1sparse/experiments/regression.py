@@ -46,6 +46,7 @@ from .common import (
     path_start,
     path_start_per_layer,
     progress_logger,
+    selection_columns,
 )
 
 __all__ = ["RegressionConfig", "RegressionResult", "relative_error", "run_regression"]
@@ -134,37 +135,12 @@ def _solver(cfg: RegressionConfig, model: nn.Module, data: Dataset, epochs: int)
                           seed=cfg.seed, schedule_epochs=epochs, lr_final=cfg.lr_final)
 
 
-T1_COLUMNS = [
-    Column("run", "run"),
-    Column("target", "target zeros", "{:.3f}"),
-    Column("attained", "attained zeros", "{:.4f}"),
-    Column("nnz", "nnz"),
-    Column("total", "weights"),
-    Column("converged", "met"),
-    Column("lambda", "λ", "{:.4g}"),
-    Column("outer_iterations", "outer it."),
-    Column("epochs", "epochs", "{:g}"),
-    Column("train_rel_error", "train rel. err.", "{:.4f}"),
-    Column("test_rel_error", "test rel. err.", "{:.4f}"),
-    Column("train_mse", "train MSE", "{:.4g}"),
-    Column("test_mse", "test MSE", "{:.4g}"),
-    Column("seconds", "s", "{:.1f}"),
-]
-
-T2_COLUMNS = [
-    Column("run", "run"),
-    Column("target", "target zeros per layer", "{:.3f}"),
-    Column("attained", "attained zeros per layer", "{:.4f}"),
-    Column("nnz", "nnz per layer"),
-    Column("converged", "met"),
-    Column("lambda", "λ_k", "{:.4g}"),
-    Column("outer_iterations", "outer it."),
-    Column("epochs", "epochs", "{:g}"),
-    Column("train_rel_error", "train rel. err.", "{:.4f}"),
-    Column("test_rel_error", "test rel. err.", "{:.4f}"),
-    Column("test_mse", "test MSE", "{:.4g}"),
-    Column("seconds", "s", "{:.1f}"),
-]
+_REL_ERRORS = [Column("train_rel_error", "train rel. err.", "{:.4f}"),
+               Column("test_rel_error", "test rel. err.", "{:.4f}")]
+T1_COLUMNS = selection_columns([*_REL_ERRORS, Column("train_mse", "train MSE", "{:.4g}"),
+                                Column("test_mse", "test MSE", "{:.4g}")], per_layer=False)
+T2_COLUMNS = selection_columns([*_REL_ERRORS, Column("test_mse", "test MSE", "{:.4g}")],
+                               per_layer=True)
 
 
 def _describe(cfg: RegressionConfig, data: Dataset) -> str:
