@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 # The main job on built-in data: 90 % zero weights on LeNet-300-100, real MNIST digits.
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 L1SPARSE_THREADS=1 $(VENV)/bin/l1sparse fit --data mnist-5k \
-		--task classification --hidden 300,100 --target-sparsity 0.9 --out runs/demo
+		--task classification --hidden 300,100 --target-sparsity 0.9 --force --out runs/demo
 	@echo "results: runs/demo/result.json, runs/demo/history.csv, runs/demo/model.safetensors"
 
 test: $(STAMP)

@@ -72,14 +72,16 @@ def test_fit_per_layer_targets_report_lists(cls_file, tmp_path):
             assert abs(layer["zero_fraction"] - target) <= 0.03
 
 
-def test_fit_exit_3_when_not_met_and_results_still_written(cls_file, tmp_path):
+def test_fit_exit_3_when_the_network_does_not_work_and_results_still_written(cls_file, tmp_path):
     out = tmp_path / "short"
     code = main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "64",
                  "--target-nnz", "37", "--tol", "0", "--max-outer", "1", "--epochs", "1",
                  "--quiet", "--out", str(out)])
     result = json.loads((out / "result.json").read_text())
-    assert code == 3 and result["converged"] is False
-    assert result["distance_nnz"][0] > 0
+    # eight steps: the final projection lands on the count, but the network does not work
+    assert code == 3 and result["converged"] is True and result["final_projection"]
+    assert any("no live unit" in w or "majority class" in w for w in result["warnings"])
+    assert result["distance_nnz"][0] == 0
 
 
 @pytest.mark.parametrize("argv,fragment", [

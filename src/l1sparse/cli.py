@@ -429,6 +429,7 @@ def cmd_train(args) -> int:
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
+    _maybe_polish(args, model, data, lambdas)
     train_m, test_m = _metrics(model, data, args)
     report = characterize(model, X, y, task=data.task, lambdas=lambdas)
     name = METRIC_NAMES[data.task]
@@ -441,6 +442,10 @@ def cmd_train(args) -> int:
     print(f"train {name} {train_m:.6g}" + (f", test {name} {test_m:.6g}" if test_m is not None
                                            else ""))
     print(report.summary())
+    from .characterize import stationarity
+
+    model.eval()
+    print(stationarity(model, X, y, task=data.task, lambdas=lambdas).line())
     return EXIT_OK
 
 
@@ -497,7 +502,7 @@ CHECKPOINT = "checkpoint.pt"
 _FINGERPRINT_KEYS = ("data", "task", "hidden", "activation", "target_sparsity", "target_nnz",
                      "layer_sparsity", "tol", "epochs", "batch_size", "lr", "optimizer",
                      "momentum", "mode", "seed", "max_outer", "debias_epochs", "grad_samples",
-                     "standardize")
+                     "standardize", "steps", "penalty")
 
 
 def _fingerprint(args) -> dict:
@@ -604,9 +609,30 @@ def _load_checkpoint(path: Path, args):
     return payload
 
 
+def _stationarity(model, data, result, tol: float = 0.05):
+    """The stationarity certificate of a fit's model at its own lambda(s), full-data gradient
+    (on the data as trained: standardised under --standardize, like lambda)."""
+    from .characterize import stationarity
+    from .penalty import layer_names
+
+    lambdas = getattr(result, "lambdas", None)
+    if not lambdas:
+        lam = result.lam
+        names = layer_names(model)
+        lambdas = dict(zip(names, lam)) if isinstance(lam, list) else {n: lam for n in names}
+    was_training = model.training
+    model.eval()
+    try:
+        return stationarity(model, data.X_train, data.y_train, task=data.task,
+                            lambdas=lambdas, tol=tol,
+                            weights=getattr(result, "penalty_weights", None))
+    finally:
+        model.train(was_training)
+
+
 def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_from,
                        interrupted: bool = False, world: int = 1,
-                       debiased: dict | None = None) -> dict:
+                       debiased: dict | None = None, extra: dict | None = None) -> dict:
     from .export import save_model
     from .losses import METRIC_NAMES
     from .penalty import lambda_per_sample
@@ -645,12 +671,25 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
         "test_metric": test_m,
         "seconds": result.seconds,
         "mode": args.mode,
+        "penalty": getattr(result, "penalty", "l1"),
+        "steps": getattr(result, "steps", None),
+        "final_projection": getattr(result, "final_projection", None),
+        "guard_events": getattr(result, "guard_events", 0),
+        "warnings": list(getattr(result, "warnings", [])),
+        "lambda_meaning": ("the final lambda of a continuation (warm mode): the network was "
+                           "trained at it for the last part of the run, but a fresh training "
+                           "at it need not give the same count; use --mode retrain for a "
+                           "reusable lambda") if args.mode == "warm" and args.hidden else
+                          "the lambda at which the returned model was trained from the start",
         "resumed_from_iteration": resumed_from,
         "interrupted": interrupted,
         "debias": debiased,
         "world_size": world,
         "settings": {**_fingerprint(args), "n_train": n},
         "version": __version__,
+        # the first-order conditions at the reported lambda, on the full training data
+        "stationarity": _stationarity(model, data, result).as_dict(),
+        **(extra or {}),
     }
     atomic_write_text(out / "result.json", json.dumps(summary, indent=2) + "\n")
     _write_history(out / "history.csv", [r.as_row() for r in result.history])
@@ -686,7 +725,13 @@ def _fit(args, *, rank: int, world: int) -> int:
     model = _build(args, data)
     target = _target(args, model)
     out = _prepare_out(args.out)
+    epochs_given = args.epochs
     _linear_defaults(args, data, model)
+    if args.mode == "warm" and args.hidden:
+        return _fit_warm(args, data, model, target, out, rank=rank, world=world,
+                         epochs=epochs_given)
+    if not args.hidden and world == 1:
+        return _fit_convex(args, data, model, target, out)
     ckpt_path = out / CHECKPOINT
     resume = None
     resumed_from = None
@@ -752,6 +797,7 @@ def _fit(args, *, rank: int, world: int) -> int:
         return EXIT_INTERRUPTED
     if bar is not None:
         bar.close()
+    polished = _maybe_polish(args, model, data, result.lambdas) if main_rank else None
     debiased = None
     if args.debias_epochs > 0 and result.converged:
         from .train import debias
@@ -767,7 +813,8 @@ def _fit(args, *, rank: int, world: int) -> int:
     if not main_rank:
         return EXIT_OK if result.converged else EXIT_NOT_MET
     summary = _write_fit_results(out, args, data, model, target, result,
-                                 resumed_from=resumed_from, world=world, debiased=debiased)
+                                 resumed_from=resumed_from, world=world, debiased=debiased,
+                                 extra={"polish": polished})
     # the one-line result, also under --quiet (which hides progress only)
     met = "met" if result.converged else f"NOT met (off by {_count(result.distance)} weights)"
     test_m = summary["test_metric"]
@@ -778,6 +825,201 @@ def _fit(args, *, rank: int, world: int) -> int:
           f"{result.seconds:.1f}s; train {summary['metric']} {summary['train_metric']:.4g}"
           + (f", test {test_m:.4g}" if test_m is not None else "")
           + f"; results in {out}", file=sys.stderr)
+    if not args.quiet:
+        print(_stationarity_line(summary), file=sys.stderr)
+    return EXIT_OK if result.converged else EXIT_NOT_MET
+
+
+def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
+              epochs: float | None) -> int:
+    """Warm mode on a network: our loop stepped with the SparsityScheduler (``fit_sparse``)."""
+    from .select import fit_sparse
+    from .train import batches_per_epoch
+
+    main_rank = rank == 0
+    ckpt_path = out / CHECKPOINT
+    resume = None
+    resumed_from = None
+    if args.resume and ckpt_path.exists():
+        resume = _load_checkpoint(ckpt_path, args)
+        resumed_from = len(resume["history"])
+        if not args.quiet:
+            print(f"resuming from {ckpt_path} at step {resume['step']}", file=sys.stderr)
+    elif args.resume and not args.quiet:
+        print(f"no checkpoint in {out}: starting afresh", file=sys.stderr)
+    device = _device(args.device)
+    if not args.quiet:
+        print(f"fit: {data.name}, {data.n_train} samples, hidden={args.hidden}, "
+              f"target {_target_words(target)}, mode warm, penalty {args.penalty}",
+              file=sys.stderr)
+    bar = _progress_bar(args, desc="steps", unit="step")
+    latest: dict = {}
+
+    def progress(record):
+        if bar is not None:
+            lam = ",".join(f"{v:.4g}" for v in record.lambdas.values())
+            bar.set_postfix_str(f"{record.phase} lambda={lam} nnz={record.nnz_total}")
+            bar.update(record.iteration - bar.n)
+
+    def checkpoint(payload):
+        latest["payload"] = payload
+        if not main_rank:
+            return
+        _save_checkpoint(ckpt_path, {**payload, "fingerprint": _fingerprint(args)})
+
+    per_epoch = batches_per_epoch(data.n_train, args.batch_size)
+    try:
+        result = fit_sparse(
+            model, data.X_train.to(device), data.y_train.to(device), task=data.task,
+            target=target, epochs=epochs, steps=args.steps, optimizer=args.optimizer,
+            lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
+            penalty=args.penalty, seed=args.seed, device=device, callback=progress,
+            checkpoint=checkpoint, resume=resume,
+            shard=(rank, world) if world > 1 else None)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        print(f"l1sparse: interrupted; the last checkpoint is in {ckpt_path} "
+              "(continue with --resume)" if latest else
+              "l1sparse: interrupted before the first epoch finished", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if bar is not None:
+        bar.close()
+    result.outer_iterations_note = "history rows (one per guard window of the scheduler)"
+    args.epochs = result.epochs_total
+    debiased = None
+    if args.debias_epochs > 0 and result.converged:
+        from .train import debias
+
+        before_train, before_test = _metrics(model, data, args)
+        t0 = time.perf_counter()
+        debias(model, data.X_train.to(device), data.y_train.to(device), task=data.task,
+               epochs=args.debias_epochs, lr=args.lr / 10, optimizer=args.optimizer,
+               batch_size=args.batch_size, generator=torch.Generator().manual_seed(args.seed))
+        debiased = {"epochs": args.debias_epochs, "lr": args.lr / 10,
+                    "seconds": time.perf_counter() - t0,
+                    "l1_solution": {"train_metric": before_train, "test_metric": before_test}}
+    works = not result.warnings
+    code = EXIT_OK if (result.converged and works) else EXIT_NOT_MET
+    if not main_rank:
+        return code
+    summary = _write_fit_results(out, args, data, model, target, result,
+                                 resumed_from=resumed_from, world=world, debiased=debiased)
+    for w in result.warnings:
+        print(f"l1sparse: warning: {w}", file=sys.stderr)
+    if not result.converged:
+        met = "NOT met (" + "; ".join(target.misses(result.nnz)) + ")"
+    elif not works:
+        met = "met by a network that does not work (see the warning)"
+    else:
+        met = "met"
+    test_m = summary["test_metric"]
+    final = result.final_projection
+    print(f"target ({summary['target_words']}) {met}: lambda={result.lam}"
+          f"{' (standardised data)' if summary['standardized'] else ''}, nnz "
+          f"{summary['nnz']}/{summary['total']} ({summary['zero_fraction']:.4f} zeros), "
+          f"{result.steps} steps ({result.epochs_total:.3g} epochs), penalty {result.penalty}"
+          + (f", final projection {final['removed']} out / {final['revived']} in" if final
+             else "")
+          + f", {result.seconds:.1f}s; train {summary['metric']} {summary['train_metric']:.4g}"
+          + (f", test {test_m:.4g}" if test_m is not None else "")
+          + f"; results in {out}", file=sys.stderr)
+    return code
+
+
+def _stationarity_line(summary: dict) -> str:
+    st = summary["stationarity"]
+
+    def share(v):
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+
+    med = st["median_residual"]
+    return (f"stationarity (tol {st['tol']:g}, {st['gradient']} gradient): nonzeros ok "
+            f"{share(st['nonzeros_ok'])}, zeros ok {share(st['zeros_ok'])}, median residual "
+            f"{'n/a' if med is None else f'{med:.3g}'}*lambda, max |dL/db| "
+            f"{st['max_bias_gradient']:.3g}")
+
+
+def _maybe_polish(args, model, data, lambdas) -> dict | None:
+    """--polish: a full-batch L-BFGS-B solve at the final lambda (l1sparse.polish)."""
+    if not getattr(args, "polish", False):
+        return None
+    from .polish import polish
+
+    device = next(model.parameters()).device
+    result = polish(model, data.X_train.to(device), data.y_train.to(device), task=data.task,
+                    lambdas=lambdas)
+    if not args.quiet:
+        print(f"polish: {result.iterations} L-BFGS-B iterations, {result.seconds:.2f}s, nnz "
+              f"{result.nnz_before} -> {result.nnz_after}, largest violation "
+              f"{result.max_violation:.3g}*lambda ({'converged' if result.converged else 'NOT converged: ' + result.message})",
+              file=sys.stderr)
+    return result.as_dict()
+
+
+class _ConvexStep:
+    """One certified solve of the convex selection, as a history.csv row."""
+
+    def __init__(self, index: int, lam: float, nnz: int):
+        self.index, self.lam, self.nnz = index, lam, nnz
+
+    def as_row(self) -> dict:
+        return {"iteration": self.index, "phase": "certified solve", "lambda": self.lam,
+                "nnz": self.nnz}
+
+
+class _ConvexFit:
+    """A :class:`l1sparse.convex.ConvexSelection` in the shape ``_write_fit_results`` reads."""
+
+    def __init__(self, sel, layer: str, target):
+        self.lam = sel.lam
+        self.lambdas = {layer: sel.lam}
+        self.nnz = {layer: sel.nnz}
+        self.converged = target.met(self.nnz)
+        self.distance = target.distance(self.nnz)
+        self.history = [_ConvexStep(i, l, n) for i, (l, n) in enumerate(sel.history)]
+        self.outer_iterations = len(sel.history)
+        self.epochs_total = 0
+        self.seconds = sel.seconds
+
+
+def _fit_convex(args, data, model, target, out: Path) -> int:
+    """``fit --hidden ""``: the linear model, solved and certified by l1sparse.convex."""
+    import math
+
+    from .convex import select, to_model
+    from .penalty import layer_names
+
+    layer = layer_names(model)[0]
+    scope = target.scopes[0]
+    k = max(1, int(round(scope.nnz)))
+    if not args.quiet:
+        print(f"fit: {data.name}, {data.n_train} samples, linear model (certified convex "
+              f"solves), target {_target_words(target)}", file=sys.stderr)
+    X = data.X_train.reshape(data.n_train, -1)
+    sel = select(X, data.y_train, k, task=data.task, tol=math.floor(scope.tol + 1e-9),
+                 n_classes=data.n_outputs if data.task == "classification" else None)
+    to_model(sel, model)
+    result = _ConvexFit(sel, layer, target)
+    polished = _maybe_polish(args, model, data, result.lambdas)
+    summary = _write_fit_results(out, args, data, model, target, result, resumed_from=None,
+                                 extra={"convex": {**sel.as_dict(), "engine": (
+                                     "scikit-learn coordinate descent + exact support solve"
+                                     if data.task == "regression" else
+                                     "scipy L-BFGS-B (split form) + Newton on the support")},
+                                        "polish": polished})
+    met = "met" if result.converged else f"NOT met (off by {_count(result.distance)} weights)"
+    test_m = summary["test_metric"]
+    lo, hi = sel.interval if sel.interval is not None else (float("nan"), float("nan"))
+    print(f"target ({summary['target_words']}) {met}: lambda={sel.lam:.6g} (geometric middle "
+          f"of [{lo:.6g}, {hi:.6g}], where the support has {sel.nnz} weights), nnz "
+          f"{summary['nnz']}/{summary['total']}, certified violation "
+          f"{sel.certificate.max_violation:.2g}*lambda, {sel.solves} solves, "
+          f"{sel.seconds:.2f}s; train {summary['metric']} {summary['train_metric']:.4g}"
+          + (f", test {test_m:.4g}" if test_m is not None else "")
+          + f"; results in {out}", file=sys.stderr)
+    if not args.quiet:
+        print(_stationarity_line(summary), file=sys.stderr)
     return EXIT_OK if result.converged else EXIT_NOT_MET
 
 
@@ -881,6 +1123,10 @@ def cmd_inspect(args) -> int:
         model.eval()
         summary = characterize(model, data.X_train, data.y_train, task=task, lambdas=lambdas)
         print(summary.summary())
+        from .characterize import stationarity
+
+        print(stationarity(model, data.X_train, data.y_train, task=task,
+                           lambdas=lambdas).line())
     return EXIT_OK
 
 
@@ -992,6 +1238,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-layer lambdas: 1,2,3 or fc1=2,fc3=0.5")
     p.add_argument("--stop-tol", type=_number(float, low=0), default=0.0,
                    help="stop when the objective's relative change is below this")
+    p.add_argument("--polish", action="store_true",
+                   help="after training, a full-batch L-BFGS-B solve at lambda to a stationary "
+                        "point (data in memory; converges with smooth activations such as "
+                        "tanh, stalls with relu)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("fit", help="find lambda for a target sparsity and train",
@@ -1013,6 +1263,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["warm", "retrain"], default="warm",
                    help="warm: one continued training that moves lambda as it goes (default); "
                         "retrain: a full training from the same start for every lambda")
+    p.add_argument("--steps", type=_number(int, low=1), default=None, metavar="S",
+                   help="warm mode: length of the run in optimizer steps (wins over --epochs; "
+                        "default 20 epochs but at least 3000 steps)")
+    p.add_argument("--penalty", choices=["auto", "reweighted", "l1"], default="auto",
+                   help="warm mode: reweighted l1 (auto for networks) or plain l1 (auto for "
+                        "a linear model; the paper's tables and retrain mode use it)")
     p.add_argument("--max-outer", type=_number(int, low=1), default=40,
                    help="most outer iterations (lambda updates) before giving up (default 40)")
     p.add_argument("--grad-samples", type=_grad_samples, default="auto", metavar="M",
@@ -1030,6 +1286,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from DIR/checkpoint.pt (written after every outer iteration)")
     p.add_argument("--force", action="store_true",
                    help="start afresh in a non-empty --out, replacing the previous run's files")
+    p.add_argument("--polish", action="store_true",
+                   help="after the selection, a full-batch L-BFGS-B solve at the final lambda "
+                        "to a stationary point (data in memory; converges with smooth "
+                        "activations such as tanh, stalls with relu); result.json 'polish'")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("export", help="write a model file as dense or CSR safetensors",

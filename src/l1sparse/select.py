@@ -677,7 +677,8 @@ def fit_sparse(
     optimizer : {"sgd", "adam"}, default "sgd"
         Proximal SGD (momentum ``momentum``) or ProxAdam, learning rate ``lr``.
     penalty : {"auto", "reweighted", "l1"}, default "auto"
-        "auto" is reweighted ℓ1 for networks, plain ℓ1 for a linear model.
+        "auto" is reweighted ℓ1 for networks in warm mode, plain ℓ1 for a linear model and in
+        retrain mode.
     loss_fn : callable, optional
         ``loss_fn(output, target)`` → the mean loss of a batch (default: squared error or
         cross-entropy by ``task``). λ is on the summed scale of *this* loss.
@@ -715,7 +716,7 @@ def fit_sparse(
     elif y is not None:
         raise ValueError("The 'y' parameter must be None when 'X' is a loader of (x, y) batches.")
     if penalty == "auto":
-        penalty = default_penalty(model)
+        penalty = "l1" if mode == "retrain" else default_penalty(model)
     if target is None:
         target = make_target(model, nnz=nnz, zero_fraction=zero_fraction, layer_nnz=layer_nnz,
                              layer_zero_fraction=layer_zero_fraction, tol=tol)
@@ -813,7 +814,7 @@ def fit_sparse(
     nnz_now = nnz_per_layer(model)
     warnings = [] if loader else network_warnings(model, X, y, task=task)
     for w in warnings:
-        log.warning(w)
+        log.info("network check: %s", w)
     return SelectionResult(
         lambdas=sched.lambdas, target=target, converged=target.met(nnz_now),
         distance=target.distance(nnz_now), nnz=nnz_now, history=history,
