@@ -1,9 +1,22 @@
 """l1sparse: sparse neural networks with ℓ1 regularisation, at the sparsity you ask for."""
 
-from .characterize import Characterization, characterize, full_gradient, lambda_max, lasso_lambda_max
+from .characterize import (
+    Characterization,
+    Stationarity,
+    characterize,
+    full_gradient,
+    lambda_max,
+    lasso_lambda_max,
+    stationarity,
+)
+from .convex import Certificate, ConvexSelection, ConvexSolution, certificate
+from .convex import select as select_convex
+from .convex import solve as solve_convex
+from .convex import to_model as convex_to_model
 from .compact import UnitReport, compact, rebalance, unit_report
 from .export import load, read_metadata, save_model
 from .models import MLP, build_model, mlp
+from .polish import PolishResult, polish
 from .penalty import (
     lambda_per_sample,
     lambda_summed,
@@ -25,6 +38,17 @@ from .validation import check_training_data
 __version__ = "0.1.0"
 
 __all__ = [
+    "Certificate",
+    "ConvexSelection",
+    "ConvexSolution",
+    "PolishResult",
+    "Stationarity",
+    "certificate",
+    "convex_to_model",
+    "polish",
+    "select_convex",
+    "solve_convex",
+    "stationarity",
     "compact",
     "rebalance",
     "unit_report",
