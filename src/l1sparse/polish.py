@@ -195,7 +195,8 @@ def polish(model: nn.Module, X: Tensor, y: Tensor, *, task: str, lambdas: Mappin
     converged = max_violation <= CONVERGED_VIOLATION
     if not converged:
         log.warning("polish stopped at a first-order violation of %.3g·lambda (> %g) after %d "
-                    "iterations (%s); a non-smooth activation (ReLU) stalls this way",
+                    "iterations (%s): not a stationary point (ReLU stalls at its kinks; large "
+                    "networks may need more max_iter)",
                     max_violation, CONVERGED_VIOLATION, res.nit, message)
     return PolishResult(iterations=int(res.nit), evaluations=int(res.nfev),
                         objective_before=float(before), objective_after=float(after),

@@ -14,11 +14,18 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..characterize import characterize, full_gradient
+import copy
+
+from ..characterize import characterize, full_gradient, stationarity
 from ..penalty import penalised_layers
+from ..polish import polish
 from .common import Column, Run, Table
 
-__all__ = ["T5_COLUMNS", "characterization_rows", "characterization_table"]
+__all__ = ["SMOOTH_ACTIVATIONS", "T5_COLUMNS", "characterization_rows", "characterization_table",
+           "polished_rows"]
+
+# activations whose networks the full-batch polish can bring to a stationary point
+SMOOTH_ACTIVATIONS = ("tanh", "sigmoid", "gelu", "elu")
 
 T5_COLUMNS = [
     Column("table", "from"),
@@ -32,6 +39,7 @@ T5_COLUMNS = [
     Column("zero_share_ok", "zeros ok (share)", "{:.4f}"),
     Column("median_residual", "median resid./λ_k (nonzeros)", "{:.3g}"),
     Column("max_violation", "max viol./λ_k", "{:.3g}"),
+    Column("polish_seconds", "polish s", "{:.2f}"),
 ]
 
 
@@ -63,14 +71,47 @@ def characterization_rows(run: Run, X: Tensor, y: Tensor, *, task: str, tol: flo
     return rows
 
 
-def characterization_table(groups: Sequence[tuple[Sequence[Run], Tensor, Tensor, str]], *,
-                           tol: float) -> Table:
-    """T5 from ``(runs, X_train, y_train, task)`` groups; the dense runs are skipped."""
+def polished_rows(run: Run, X: Tensor, y: Tensor, *, task: str, tol: float) -> list[dict]:
+    """Rows for a copy of ``run.model`` polished once at ``run.lambdas`` (full batch,
+    :func:`l1sparse.polish.polish`); the run's own network is left as it was."""
+    model = copy.deepcopy(run.model)
+    result = polish(model, X, y, task=task, lambdas=run.lambdas)
+    model.eval()
+    st = stationarity(model, X, y, task=task, lambdas=run.lambdas, tol=tol)
     rows = []
+    for layer in st.layers:
+        n, z = layer["nnz"], layer["n_zero"]
+        nz_ok = round((layer["nonzeros_ok"] or 0.0) * n)
+        z_ok = round((layer["zeros_ok"] or 0.0) * z)
+        rows.append({
+            "table": run.table, "run": f"{run.label}, polished", "layer": layer["name"],
+            "lambda": layer["lambda"], "nnz": n, "n_zero": z,
+            "nnz_ok": f"{nz_ok}/{n}", "zero_ok": f"{z_ok}/{z}",
+            "share_ok": (nz_ok + z_ok) / max(1, n + z),
+            "nnz_share_ok": layer["nonzeros_ok"], "zero_share_ok": layer["zeros_ok"],
+            "median_residual": layer["median_residual"], "max_violation": layer["max_violation"],
+            "polish_seconds": result.seconds, "polish_converged": result.converged,
+        })
+    return rows
+
+
+def characterization_table(groups: Sequence[tuple[Sequence[Run], Tensor, Tensor, str]], *,
+                           tol: float, polish_tasks: Sequence[str] = ()) -> Table:
+    """T5 from ``(runs, X_train, y_train, task)`` groups; the dense runs are skipped.
+
+    For the tasks in ``polish_tasks``, each selected network with a smooth activation
+    (:data:`SMOOTH_ACTIVATIONS`) also gets rows for a copy polished once at its λ_k.
+    """
+    rows = []
+    polished = False
     for runs, X, y, task in groups:
         for run in runs:
             if run.selection is not None:
                 rows.extend(characterization_rows(run, X, y, task=task, tol=tol))
+                if task in polish_tasks and \
+                        getattr(run.model, "activation", None) in SMOOTH_ACTIVATIONS:
+                    rows.extend(polished_rows(run, X, y, task=task, tol=tol))
+                    polished = True
     caption = (
         "First-order conditions at the chosen λ_k, per layer, with the gradient of the summed "
         "fidelity over the whole training set: nonzeros ok = |∂L/∂w_j + λ_k sign(w_j)| ≤ "
@@ -79,4 +120,10 @@ def characterization_table(groups: Sequence[tuple[Sequence[Run], Tensor, Tensor,
         "residual over the nonzeros shows how close the stochastically trained network is to "
         "a stationary point (0 at an exact one); max viol. is the largest violation of either "
         "condition relative to λ_k.")
+    if polished:
+        caption += (
+            " Rows marked 'polished' are a copy of the network above them after one full-batch "
+            "L-BFGS-B solve of the split form w = w⁺ − w⁻ at the same λ_k (float64, "
+            "`l1sparse.polish`; its nnz may differ from the target's), which the smooth "
+            "activation makes possible; 'polish s' is its time.")
     return Table("T5", "First-order conditions at the chosen λ", caption, T5_COLUMNS, rows)

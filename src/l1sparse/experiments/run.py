@@ -224,7 +224,9 @@ def run_reproduce(args: argparse.Namespace) -> int:
         if cls is not None:
             groups.append((cls.runs, cls.data.X_train, cls.data.y_train, "classification"))
             tol = config.classification.characterize_tol if tol is None else tol
-        tables.append(characterization_table(groups, tol=tol if tol is not None else 0.05))
+        polish_tasks = ("regression",) if reg is not None and config.regression.polish else ()
+        tables.append(characterization_table(groups, tol=tol if tol is not None else 0.05,
+                                             polish_tasks=polish_tasks))
         seconds["T5"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
