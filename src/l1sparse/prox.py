@@ -404,7 +404,13 @@ class ProxAdam(_L1Groups, Adam):
     def step(self, closure=None):
         if self.compile and not self._weighted():
             return self._compiled_step(_prox_adam_kernel, closure)
+        # torch's Adam starts a parameter's state when it is empty: penalty weights set before
+        # the first step must not hide that
+        pending = {p: st.pop(L1_WEIGHT) for p, st in self.state.items()
+                   if L1_WEIGHT in st and "step" not in st}
         loss = super().step(closure)
+        for p, c in pending.items():
+            self.state[p][L1_WEIGHT] = c
         for group in self.param_groups:
             if group["l1"] <= 0:
                 continue

@@ -11,10 +11,11 @@ the nonzero weights per scope and writes each group's ``l1`` (docs/design.md §5
    ``|∂L/∂w_i| / c_i`` of the gradient the loop computed, k the scheduled nonzeros) and is
    corrected every step by the count alone (:func:`~l1sparse.rule.controller_factor`), so the
    count tracks the schedule and never runs irreversibly past the target.
-2. **Guard.** Every ``guard_every`` steps the live units of each layer (rows and columns of
-   its weight with a nonzero) are counted; if a layer lost more than ``guard`` of them since the
-   last check, λ is lowered by ``guard_backoff`` and kept from rising for the next window:
-   dead ReLU units get no gradient and never come back, so λ is slowed before it kills more.
+2. **Guard.** Every step the live units of each layer (rows and columns of its weight with a
+   nonzero) are counted; if a layer has lost more than ``guard`` of them since the start of the
+   guard window (``guard_every`` steps), λ is lowered by ``guard_backoff`` and kept from rising
+   for a window: dead ReLU units get no gradient and never come back, so λ is slowed at the
+   start of a collapse instead of killing more.
 3. **Hold.** From ``hold`` of the steps on, λ and the penalty weights are held fixed, so the
    network returned is trained at the λ returned while the learning rate decays.
 4. **Finish.** At the last step, if ``finish`` and the count is outside the tolerance, an
@@ -126,7 +127,9 @@ class SparsityScheduler:
         Largest share of a layer's live units (rows or columns) that may die within one
         guard window; beyond it λ backs off.
     guard_every : int, optional
-        Steps between live-unit checks. Default ``max(10, total_steps // 100)``.
+        Length of a guard window in steps (live units are counted every step and compared
+        with the window's start). Default ``max(10, total_steps // 100)``; also the spacing
+        of :attr:`history` rows.
     guard_backoff : float, default 1.5
     lead : float, default 0.05
         The count lags λ (a weight needs steps to shrink to zero), so the controller compares
@@ -228,7 +231,7 @@ class SparsityScheduler:
         self.finish = bool(finish)
         self.penalty = make_penalty(penalty)
 
-        self._groups = {g["name"]: g for g in groups}
+        self._names = [g["name"] for g in groups]
         layers = [(g["name"], sum(p.numel() for p in g["params"])) for g in groups]
         if isinstance(layer_zero_fraction, Mapping) or isinstance(layer_nnz, Mapping):
             pass  # make_target checks the names
@@ -241,13 +244,22 @@ class SparsityScheduler:
         self._l1 = [float(self._groups[s.layers[0]]["l1"]) for s in self.target.scopes]
         self._slope = [0.0 for _ in self.target.scopes]  # EMA of the change of nnz per step
         self._prev = [None for _ in self.target.scopes]
-        self._live_ref: dict[str, tuple[int, int]] | None = None
+        self._live: dict[str, tuple[int, int]] = {}
         self._rise_blocked_until = 0
         self.guard_events = 0
         self.final: dict | None = None
         self.history: list[dict] = []
         self._nnz: dict[str, int] = self._count()
+        # live units at the start of the current guard window
+        self._live_ref: dict[str, tuple[int, int]] = dict(self._live)
         self._write_l1()
+
+    @property
+    def _groups(self) -> dict[str, dict]:
+        """The penalised groups by name, looked up afresh: ``optimizer.load_state_dict``
+        replaces the group dicts."""
+        by_name = {g.get("name"): g for g in self.optimizer.param_groups}
+        return {n: by_name[n] for n in self._names}
 
     # ------------------------------------------------------------------ what the user reads
 
@@ -275,7 +287,7 @@ class SparsityScheduler:
     def lambdas(self) -> dict[str, float]:
         """λ_k per layer on the summed-loss scale."""
         s = self.scale
-        return {n: float(self._groups[n]["l1"]) * s for n in self._groups}
+        return {n: float(g["l1"]) * s for n, g in self._groups.items()}
 
     @property
     def lam(self) -> float | list[float]:
@@ -304,15 +316,29 @@ class SparsityScheduler:
     # ------------------------------------------------------------------ the step
 
     def _count(self) -> dict[str, int]:
-        names = list(self._groups)
-        counts = torch.stack([sum((p != 0).sum() for p in self._groups[n]["params"])
-                              for n in names]).tolist()  # one host sync for all layers
-        return dict(zip(names, (int(c) for c in counts)))
+        """Nonzeros per layer; also the live units (rows, columns) of each layer into
+        ``self._live``. One host sync for all layers."""
+        groups = self._groups
+        names = list(groups)
+        stats = []
+        for n in names:
+            ps = groups[n]["params"]
+            nz = [p != 0 for p in ps]
+            stats.append(sum(m.sum() for m in nz))
+            m = nz[0]
+            if m.dim() < 2:
+                stats += [m.sum(), m.sum()]
+            else:
+                stats += [m.flatten(1).any(dim=1).sum(), m.transpose(0, 1).flatten(1).any(dim=1).sum()]
+        values = [int(v) for v in torch.stack(stats).tolist()]
+        self._live = {n: (values[3 * i + 1], values[3 * i + 2]) for i, n in enumerate(names)}
+        return {n: values[3 * i] for i, n in enumerate(names)}
 
     def _write_l1(self) -> None:
+        groups = self._groups
         for s, l1 in zip(self.target.scopes, self._l1):
             for n in s.layers:
-                self._groups[n]["l1"] = l1
+                groups[n]["l1"] = l1
 
     def _grads_finite(self) -> bool:
         grads = [p.grad for g in self._groups.values() for p in g["params"] if p.grad is not None]
@@ -324,8 +350,9 @@ class SparsityScheduler:
     def _scores(self, scope) -> Tensor | None:
         """``|∂L/∂w_i| / c_i`` over a scope from the gradients the loop computed."""
         parts = []
+        groups = self._groups
         for n in scope.layers:
-            for p in self._groups[n]["params"]:
+            for p in groups[n]["params"]:
                 if p.grad is None:
                     return None
                 c = self.optimizer.state.get(p, {}).get(L1_WEIGHT)
@@ -363,7 +390,7 @@ class SparsityScheduler:
         return self.loss_reduction == "sum" or self.n_samples is not None
 
     def _steer(self, t: int) -> None:
-        backoff = self._guard(t) if t % self.guard_every == 0 else False
+        backoff = self._guard(t)
         # the count lags λ (a weight needs steps to shrink to zero): steer towards the
         # schedule a little ahead
         horizon = round(self.lead * self.total_steps)
@@ -397,27 +424,33 @@ class SparsityScheduler:
         self._write_l1()
 
     def _guard(self, t: int) -> bool:
-        """Whether a layer lost more than ``guard`` of its live units since the last check."""
-        live = {n: live_units(g["params"][0]) for n, g in self._groups.items()}
-        ref, self._live_ref = self._live_ref, live
-        if ref is None:
+        """Whether a layer has lost more than ``guard`` of its live units (rows or columns)
+        since the start of the guard window; checked every step, so λ backs off at the start
+        of a collapse, not after it. A new window starts every ``guard_every`` steps and after
+        each back-off."""
+        if self.guard >= 1:
             return False
+        live, ref = self._live, self._live_ref
         for n, (rows, cols) in live.items():
-            r0, c0 = ref[n]
+            r0, c0 = ref.get(n, (rows, cols))
             if rows < (1 - self.guard) * r0 or cols < (1 - self.guard) * c0:
                 self.guard_events += 1
                 self._rise_blocked_until = t + self.guard_every
+                self._live_ref = dict(live)
                 log.info("guard: %s lost live units (%d→%d rows, %d→%d cols) at step %d; "
                          "lambda backs off", n, r0, rows, c0, cols, t)
                 return True
+        if t % self.guard_every == 0:
+            self._live_ref = dict(live)
         return False
 
     @torch.no_grad()
     def _finish(self) -> None:
         """The explicit final projection onto the target count, scope by scope."""
         removed = revived = 0
+        groups = self._groups
         for s in self.target.scopes:
-            params = [p for n in s.layers for p in self._groups[n]["params"]]
+            params = [p for n in s.layers for p in groups[n]["params"]]
             count = sum(self._nnz[n] for n in s.layers)
             goal = int(round(s.nnz))
             weights = [self.optimizer.state.get(p, {}).get(L1_WEIGHT) for p in params]
@@ -438,7 +471,7 @@ class SparsityScheduler:
                                     for p, c in zip(params, weights)])
                 thr = exact_threshold(scores, goal - count)
                 for p, c in zip(params, weights):
-                    lr = self._groups[s.layers[0]]["lr"]
+                    lr = groups[s.layers[0]]["lr"]
                     enter = (p == 0) & ((p.grad.abs() / (1 if c is None else c)) > thr)
                     revived += int(enter.sum())
                     p.copy_(torch.where(enter, -lr * p.grad, p))
@@ -451,8 +484,7 @@ class SparsityScheduler:
         """The scheduler's own state (plain types only; the optimizer is not included)."""
         return {"last_step": self.last_step, "skipped_steps": self.skipped_steps,
                 "l1": list(self._l1), "slope": list(self._slope), "prev": list(self._prev),
-                "live_ref": None if self._live_ref is None
-                else {n: list(v) for n, v in self._live_ref.items()},
+                "live_ref": {n: list(v) for n, v in self._live_ref.items()},
                 "rise_blocked_until": self._rise_blocked_until,
                 "guard_events": self.guard_events, "final": self.final,
                 "history": [dict(h) for h in self.history],
@@ -470,8 +502,7 @@ class SparsityScheduler:
         self._l1 = [float(v) for v in state["l1"]]
         self._slope = [float(v) for v in state["slope"]]
         self._prev = [None if v is None else int(v) for v in state["prev"]]
-        self._live_ref = None if state["live_ref"] is None else {
-            n: (int(v[0]), int(v[1])) for n, v in state["live_ref"].items()}
+        self._live_ref = {n: (int(v[0]), int(v[1])) for n, v in state["live_ref"].items()}
         self._rise_blocked_until = int(state["rise_blocked_until"])
         self.guard_events = int(state["guard_events"])
         self.final = state["final"]
