@@ -294,7 +294,7 @@ def stationarity(model: nn.Module, X: Tensor | None, y: Tensor | None, *, task: 
                  gradient_source: str = "full-data", batch_size: int = 8192) -> Stationarity:
     """The stationarity certificate: the first-order conditions at the model's own λ_k.
 
-    For the (weighted) objective ``L(Θ) + Σ_k λ_k Σ_i c_i |w_i|`` (summed fidelity, DESIGN §1)
+    For the (weighted) objective ``L(Θ) + Σ_k λ_k Σ_i c_i |w_i|`` (summed fidelity, docs/design.md §1)
     a weight meets its condition when
 
     * ``w_i ≠ 0``: ``|∂L/∂w_i + λ_k c_i sign(w_i)| ≤ tol·λ_k c_i``,
