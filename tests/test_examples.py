@@ -14,21 +14,22 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 def run_example():
     cache = {}
 
-    def run(name):
-        if name not in cache:
+    def run(name, launcher=()):
+        if (name, launcher) not in cache:
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
-            proc = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True,
-                                  text=True, timeout=300, env=env)
+            proc = subprocess.run([sys.executable, *launcher, str(EXAMPLES / name)],
+                                  capture_output=True, text=True, timeout=300, env=env)
             assert proc.returncode == 0, proc.stderr[-2000:]
-            cache[name] = proc.stdout
-        return cache[name]
+            cache[name, launcher] = proc.stdout
+        return cache[name, launcher]
 
     return run
 
 
 def test_every_example_is_covered():
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == [
-        "own_training_loop.py", "select_for_your_module.py"]
+        "cnn_dataloader_autocast.py", "own_training_loop.py", "select_for_your_module.py",
+        "torchrun_ddp.py"]
 
 
 def test_own_training_loop_drops_irrelevant_inputs(run_example):
@@ -44,3 +45,30 @@ def test_selector_on_your_own_module_meets_the_target(run_example):
     assert "converged=True" in out and "first-order conditions" in out
     total = next(line for line in out.splitlines() if line.startswith("all"))
     assert abs(float(total.split()[-1]) - 0.85) <= 0.01
+
+
+def test_cnn_with_a_dataloader_augmentation_and_bfloat16_autocast_reaches_90_percent(run_example):
+    out = run_example("cnn_dataloader_autocast.py")
+    total = next(line for line in out.splitlines() if line.startswith("all"))
+    assert abs(float(total.split()[-1]) - 0.9) <= 0.005
+    assert "target met: True" in out
+    assert float(out.split("test accuracy ")[1]) > 0.9
+
+
+def _ddp_line(out: str, rank: int) -> tuple[list[float], list[int]]:
+    line = next(ln for ln in out.splitlines() if ln.startswith(f"rank {rank} "))
+    assert "met=True" in line
+    lam = [float(v) for v in line.split("lambda=")[1].split()[0].split(",")]
+    nnz = [int(v) for v in line.split("nnz=")[1].split(",")]
+    return lam, nnz
+
+
+def test_two_gloo_ranks_take_the_same_lambda_decisions_as_one_process(run_example):
+    one = run_example("torchrun_ddp.py")
+    two = run_example("torchrun_ddp.py",
+                      ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"))
+    lam1, nnz1 = _ddp_line(one, 0)
+    for rank in (0, 1):
+        lam2, nnz2 = _ddp_line(two, rank)
+        assert nnz2 == nnz1
+        assert lam2 == pytest.approx(lam1, rel=1e-5)

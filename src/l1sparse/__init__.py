@@ -18,6 +18,8 @@ from .export import load, read_metadata, save_model
 from .models import MLP, build_model, mlp
 from .polish import PolishResult, polish
 from .penalty import (
+    L1Penalty,
+    ReweightedL1Penalty,
     lambda_per_sample,
     lambda_summed,
     layer_names,
@@ -28,7 +30,9 @@ from .penalty import (
     set_group_l1,
 )
 from .prox import ProxAdam, ProxSGD, soft_threshold
-from .select import SelectionResult, Target, TrainingSolver, fit_sparse, make_target, select_lambda
+from .scheduler import SparsityScheduler, live_units
+from .targets import make_target
+from .select import SelectionResult, Target, TrainingSolver, fit_sparse, resolve_steps, select_lambda
 from .sparse_inference import SparseLinear, to_sparse
 from .sparsity import SparsityReport, sparsity
 from .train import DivergenceError, TrainResult, make_optimizer, train
@@ -38,6 +42,11 @@ from .validation import check_training_data
 __version__ = "0.1.0"
 
 __all__ = [
+    "SparsityScheduler",
+    "live_units",
+    "L1Penalty",
+    "ReweightedL1Penalty",
+    "resolve_steps",
     "Certificate",
     "ConvexSelection",
     "ConvexSolution",

@@ -885,8 +885,16 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
         return EXIT_INTERRUPTED
     if bar is not None:
         bar.close()
-    result.outer_iterations_note = "history rows (one per guard window of the scheduler)"
     args.epochs = result.epochs_total
+    polished = None
+    if main_rank:
+        polished = _maybe_polish(args, model, data, result.lambdas, result.penalty_weights)
+    if polished is not None:  # the polish moves weights: the count is the polished model's
+        from .sparsity import nnz_per_layer
+
+        result.nnz = nnz_per_layer(model)
+        result.converged = target.met(result.nnz)
+        result.distance = target.distance(result.nnz)
     debiased = None
     if args.debias_epochs > 0 and result.converged:
         from .train import debias
@@ -904,7 +912,8 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
     if not main_rank:
         return code
     summary = _write_fit_results(out, args, data, model, target, result,
-                                 resumed_from=resumed_from, world=world, debiased=debiased)
+                                 resumed_from=resumed_from, world=world, debiased=debiased,
+                                 extra={"polish": polished})
     for w in result.warnings:
         print(f"l1sparse: warning: {w}", file=sys.stderr)
     if not result.converged:
@@ -924,6 +933,8 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
           + f", {result.seconds:.1f}s; train {summary['metric']} {summary['train_metric']:.4g}"
           + (f", test {test_m:.4g}" if test_m is not None else "")
           + f"; results in {out}", file=sys.stderr)
+    if not args.quiet:
+        print(_stationarity_line(summary), file=sys.stderr)
     return code
 
 
@@ -940,7 +951,7 @@ def _stationarity_line(summary: dict) -> str:
             f"{st['max_bias_gradient']:.3g}")
 
 
-def _maybe_polish(args, model, data, lambdas) -> dict | None:
+def _maybe_polish(args, model, data, lambdas, weights=None) -> dict | None:
     """--polish: a full-batch L-BFGS-B solve at the final lambda (l1sparse.polish)."""
     if not getattr(args, "polish", False):
         return None
@@ -948,7 +959,7 @@ def _maybe_polish(args, model, data, lambdas) -> dict | None:
 
     device = next(model.parameters()).device
     result = polish(model, data.X_train.to(device), data.y_train.to(device), task=data.task,
-                    lambdas=lambdas)
+                    lambdas=lambdas, weights=weights)
     if not args.quiet:
         print(f"polish: {result.iterations} L-BFGS-B iterations, {result.seconds:.2f}s, nnz "
               f"{result.nnz_before} -> {result.nnz_after}, largest violation "

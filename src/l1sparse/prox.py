@@ -32,7 +32,7 @@ def soft_threshold(z: Tensor, tau: float | Tensor) -> Tensor:
     Exactly zero wherever ``|z| ≤ τ``. ``τ`` is a number or a tensor of thresholds.
 
     >>> soft_threshold(torch.tensor([-2.0, -0.5, 0.0, 0.3, 1.5]), 0.5)
-    tensor([-1.5000,  0.0000,  0.0000,  0.0000,  1.0000])
+    tensor([-1.5000, -0.0000,  0.0000,  0.0000,  1.0000])
     """
     if isinstance(tau, Tensor):
         return z - torch.clamp(z, min=-tau, max=tau)  # z − z = 0 exactly where |z| ≤ τ
@@ -299,8 +299,8 @@ class ProxSGD(_L1Groups, SGD):
 
     def _sgd_update(self) -> None:
         """torch's SGD update (``torch.optim.sgd.sgd``), one call for all the groups that share
-        their SGD settings — ours differ only in ``l1`` — instead of one call per group: on
-        LeNet-300-100 four fused calls cost about 40 % more than one."""
+        their SGD settings — ours differ only in ``l1`` — instead of one call per group, whose fixed
+        cost adds up (``benchmarks/STEP_RESULTS.md``)."""
         merged: dict[tuple, tuple[list, list, list]] = {}
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]

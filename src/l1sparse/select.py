@@ -123,12 +123,10 @@ class TrainingSolver:
         """The fraction of the first-order guess at which :func:`select_lambda` starts λ.
 
         ``1 − momentum`` for proximal SGD, 1 otherwise. The guess is read off the gradients at
-        the initial weights. With momentum 0.9 and lr 0.1, proximal SGD at that λ zeroes hidden
-        units wholesale in the first epoch (LeNet-300-100 on Fashion-MNIST: 98 % zeros after
-        one epoch for a 95 % target, and the units did not come back when λ fell; 98 % zeros
-        after a whole training for a 90 % target). A tenth of it approaches the target from the
-        dense side. ProxAdam's steps are normalised and start small; it reached per-layer
-        targets sooner from the guess itself.
+        the initial weights; started at the guess itself, proximal SGD with heavy momentum
+        zeroes hidden units wholesale in the first epoch, and they do not come back when λ
+        falls. A fraction of it approaches the target from the dense side. ProxAdam's steps
+        are normalised and start small.
         """
         return 1.0 - self.momentum if self.optimizer_name == "sgd" else 1.0
 
@@ -547,12 +545,9 @@ def _fmt(lambdas: dict[str, float]) -> str:
 
 
 def auto_grad_samples(n_samples: int) -> int | None:
-    """The default subsample for steering λ: all samples up to 20,000, else 10,000.
-
-    A full-data gradient costs about 0.7 of an epoch on Fashion-MNIST; with a 10k subsample the
-    warm selection went from 1.7–2.1× to 1.2–1.3× one dense training at the same accuracy
-    (``benchmarks/RESULTS.md``).
-    """
+    """The default subsample for steering λ in retrain mode: all samples up to 20,000, else
+    10,000 (a full-data gradient costs most of an epoch on large data; measured in
+    ``benchmarks/RESULTS.md``)."""
     return 10_000 if n_samples > 20_000 else None
 
 
