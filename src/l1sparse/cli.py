@@ -395,7 +395,6 @@ def cmd_train(args) -> int:
     from .losses import METRIC_NAMES
     from .penalty import resolve_lambdas
     from .sparsity import sparsity
-    from .train import make_optimizer, train
 
     if args.data:
         data = _load_data(args)
@@ -412,29 +411,26 @@ def cmd_train(args) -> int:
     device = _device(args.device)
     model.to(device)
     X, y = data.X_train.to(device), data.y_train.to(device)
-    opt = make_optimizer(model, args.optimizer, lr=args.lr, lambdas=lambdas,
-                         n_samples=data.n_train, momentum=args.momentum)
-    bar = _progress_bar(args, desc="epochs", unit="ep", total=args.epochs)
+    from .select import TrainingSolver
 
-    def progress(record):
-        if bar is not None:
-            bar.set_postfix_str(f"objective={record.objective:.4g} "
-                                f"nnz={sum(record.nnz.values())}")
-            bar.update(record.fraction)
-
+    # the training of one outer iteration of `fit --mode retrain`: the same initial weights,
+    # batch order and learning-rate schedule, so `train --lam λ` reproduces fit's count
+    full_batch = args.batch_size is None
+    solver = TrainingSolver(model, X, y, task=data.task, optimizer=args.optimizer, lr=args.lr,
+                            momentum=args.momentum, batch_size=args.batch_size, seed=args.seed,
+                            tol=args.stop_tol if args.stop_tol > 0 else
+                            (1e-12 if full_batch else 0.0),
+                            schedule_epochs=None if full_batch else args.epochs)
     t0 = time.perf_counter()
-    result = train(model, X, y, opt, task=data.task, epochs=args.epochs, callback=progress,
-                   batch_size=args.batch_size, tol=args.stop_tol,
-                   generator=torch.Generator().manual_seed(args.seed))
+    epochs_done = solver.solve(lambdas, args.epochs)
     seconds = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
+    stopped = "converged" if full_batch and epochs_done < args.epochs else "max_epochs"
     _maybe_polish(args, model, data, lambdas)
     train_m, test_m = _metrics(model, data, args)
     report = characterize(model, X, y, task=data.task, lambdas=lambdas)
     name = METRIC_NAMES[data.task]
     print(f"data {data.name}: {data.n_train} train, {data.n_test} test; "
-          f"{result.epochs} epochs ({result.stopped}) in {seconds:.2f}s")
+          f"{epochs_done:g} epochs ({stopped}) in {seconds:.2f}s")
     scale = ("summed-loss scale, standardised data" if getattr(args, "_standardization", None)
              else "summed-loss scale")
     print(f"lambda ({scale}): " + ", ".join(f"{k}={v:g}" for k, v in lambdas.items()))
