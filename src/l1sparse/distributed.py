@@ -59,14 +59,26 @@ class DistributedSolver(TrainingSolver):
                      epoch_offset=self.epochs_done, shard=(self.rank, self.world), **kwargs)
 
     def characterize(self, lambdas: dict[str, float]) -> Characterization:
+        """The summed-loss gradient (all samples, or the same ``grad_samples`` subset as one
+        process, scaled by N/m), each rank's share all-reduced with a sum: every rank, and a
+        single process, steer λ from the same statistics."""
         self.model.eval()
-        Xs, ys = self.X[self.rank::self.world], self.y[self.rank::self.world]
+        n = self.X.shape[0]
+        m = self.grad_samples
+        subset = m is not None and m < n
+        if subset:
+            idx = self._grad_idx[self.rank::self.world]
+            Xs, ys = self.X[idx], self.y[idx]
+        else:
+            Xs, ys = self.X[self.rank::self.world], self.y[self.rank::self.world]
         grad = full_gradient(self.model, Xs, ys, task=self.task,
                              batch_size=self.grad_batch_size)
         for g in [*grad.weights.values(), *grad.others.values()]:
             dist.all_reduce(g, op=dist.ReduceOp.SUM)
+            if subset:
+                g.mul_(n / m)
         loss = torch.tensor([grad.loss], dtype=torch.float64, device=self.X.device)
         dist.all_reduce(loss, op=dist.ReduceOp.SUM)
-        grad.loss = float(loss)
+        grad.loss = float(loss) * (n / m if subset else 1.0)
         return characterize(self.model, self.X, self.y, task=self.task, lambdas=lambdas,
                             gradient=grad)
