@@ -30,7 +30,8 @@ bench: $(STAMP)
 bench-compare: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/compare.py --quick
 
-# Full Fashion-MNIST, LeNet-300-100, 90/95/98 % zeros (about 10-60 minutes here).
+# The full suite: Fashion-MNIST and mnist-5k LeNet-300-100, four scikit-learn sets, 90/95/98 %
+# and per-layer targets, several seeds (about 40-60 minutes here) -> benchmarks/RESULTS.md.
 bench-compare-full: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/compare.py
 

@@ -1,408 +1,520 @@
-"""Side by side: l1sparse's λ selection against what users pick instead, at a target sparsity.
+"""The side-by-side benchmark suite: l1sparse at a target sparsity against the usual alternatives.
 
-On Fashion-MNIST (60,000 training / 10,000 test images) with LeNet-300-100 (784-300-100-10),
-for each target zero fraction (default 90, 95 and 98 %), in one process:
+For each data set, seed and target (zero fractions 90/95/98 % of the penalised weights, and on
+the small sets one per-layer target), in one process and from the same initial weights:
 
-- ``warm``: ``fit_sparse(..., mode="warm", grad_samples=None)`` — one continued run, λ updated
-  every E/10 epochs from the full-data gradient;
-- ``warm+debias``: the warm result, then ``debias`` (support fixed, no penalty) for
-  ``--finetune-epochs`` epochs; its cost is the warm run's plus the debias epochs;
-- ``warm-sub``: ``fit_sparse(..., mode="warm", grad_samples=10000)``: the gradient magnitudes
-  that steer λ from a fixed 10k subsample, as the command line does past 20k samples;
-  ``warm-sub+debias``: that, then the same debias;
-- ``retrain``: ``fit_sparse(..., mode="retrain", grad_samples=None)`` — a full E-epoch
-  training per outer iteration, the paper's scheme;
-- ``prune-finetune``: dense training, global magnitude pruning, ``--finetune-epochs`` epochs of
-  fine-tuning with the mask kept (:func:`l1sparse.baselines.prune_and_finetune`);
-- ``gmp``: gradual magnitude pruning, cubic schedule (Zhu & Gupta 2017)
+- ``default``: ``fit_sparse(...)`` with its defaults (warm mode, penalty "auto" = reweighted ℓ1
+  stepped by the SparsityScheduler);
+- ``l1``: the same with ``penalty="l1"`` (plain ℓ1, warm);
+- ``retrain``: ``fit_sparse(mode="retrain")``, the paper's scheme (plain ℓ1; a full training of
+  the same length per outer iteration);
+- ``gmp``: gradual magnitude pruning, cubic schedule over the first 70 % of the run
   (:func:`l1sparse.baselines.gradual_magnitude_pruning`);
-- ``grid``: a full ℓ1 training per λ of a fixed grid, keeping the closest
-  (:func:`l1sparse.baselines.lambda_grid_search`). The grid does not depend on the target, so it
-  is trained once and judged against every target; its whole cost is charged to each.
+- ``prune-ft``: dense training for E − F epochs, global magnitude pruning, F = max(1, E/5)
+  epochs of fine-tuning with the mask kept (Adam 1e-3), E epochs in all
+  (:func:`l1sparse.baselines.prune_and_finetune`);
+- ``dense``: one dense training of the same length (λ = 0), the floor of the cost ratios and
+  the dense accuracy.
 
-The floor is one dense training of the same E epochs (same optimizer, schedule and batch
-order, λ = 0), timed in the same process before and after the methods. All methods train with
-the same optimizer, learning rate and momentum (by default those of ``fit_sparse``, read from its
-signature), the same cosine decay, batch ``--batch-size`` and initial weights; fine-tuning and
-debias use ``--finetune-optimizer`` / ``--finetune-lr`` (Adam, 1e-3).
+Budgets: Fashion-MNIST 10 epochs for every method. Elsewhere ``fit_sparse``'s default budget
+(20 epochs but at least 3,000 optimizer steps, :func:`l1sparse.select.resolve_steps`) given as
+``steps``; GMP, prune + fine-tune, the dense floor and each training of retrain mode get
+E = round(steps / batches per epoch) epochs.
 
 Usage::
 
-    python benchmarks/compare.py --quick          # a first look: 10k images, 5 epochs, 95 %
-    python benchmarks/compare.py                  # the full comparison (~11 min here, 1 thread)
-    python benchmarks/compare.py --methods warm,gmp --targets 0.95 --epochs 20
+    python benchmarks/compare.py --quick      # a few minutes: digits + wine (2 seeds), Fashion 90 % (1 seed, 3 epochs)
+    python benchmarks/compare.py              # the full suite -> benchmarks/RESULTS.md
+    python benchmarks/compare.py --sets digits,wine --seeds 3 --out /tmp/x.md
+    python benchmarks/compare.py --render     # rebuild the markdown from the saved records
+
+Records are saved per data set as JSON next to the markdown (``<out stem>_records/``) after
+every seed, and the markdown is rewritten from all saved records each time, so a partial run
+leaves a usable table.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import inspect
-import logging
+import glob
+import json
+import math
 import os
+import statistics
 import sys
 import time
-from dataclasses import dataclass
 
 import torch
 
-from l1sparse.baselines import (
-    gradual_magnitude_pruning,
-    lambda_grid_search,
-    prune_and_finetune,
-)
+from l1sparse.baselines import gradual_magnitude_pruning, prune_and_finetune
 from l1sparse.compact import unit_report
-from l1sparse.data import load_mnist_format
 from l1sparse.losses import metric
 from l1sparse.models import mlp
-from l1sparse.select import TrainingSolver, fit_sparse
+from l1sparse.select import fit_sparse, resolve_steps
 from l1sparse.sparsity import sparsity
-from l1sparse.train import debias, make_optimizer
+from l1sparse.penalty import layer_names
+from l1sparse.train import batches_per_epoch, make_optimizer, train_steps
 
 from _machine import machine_description  # noqa: E402 - run as a script from benchmarks/
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-METHODS = ("warm", "warm+debias", "warm-sub", "warm-sub+debias", "retrain", "prune-finetune",
-           "gmp", "grid")
-SUBSAMPLE = 10_000  # grad_samples of "warm-sub": what `l1sparse fit` uses past 20k samples
-# λ/N of the grid: 1-2-5 steps per decade over two decades, around where LeNet-300-100 goes
-# from moderately to very sparse with each optimizer at its default learning rate (found by a
-# first look, not tuned to the targets).
-DEFAULT_GRIDS = {"sgd": "1e-4,2e-4,5e-4,1e-3,2e-3,5e-3,1e-2",
-                 "adam": "1e-4,2e-4,5e-4,1e-3,2e-3,5e-3,1e-2"}
+METHODS = ("default", "l1", "retrain", "gmp", "prune-ft")
+TOL = 0.005  # the tolerance of fit_sparse's zero-fraction targets (0.5 pp), used for baselines
+BATCH = 128
+
+# name: (loader, task, hidden, per-layer target)
+SMALL = {
+    "digits": ("load_digits", "classification", [64, 32], [0.95, 0.8, 0.5]),
+    "wine": ("load_wine", "classification", [32], [0.95, 0.5]),
+    "breast_cancer": ("load_breast_cancer", "classification", [64, 32], [0.95, 0.8, 0.5]),
+    "diabetes": ("load_diabetes", "regression", [32, 16], [0.95, 0.8, 0.5]),
+}
+ALL_SETS = ("fashion-mnist", "mnist-5k") + tuple(SMALL)
 
 
-@dataclass
-class Row:
-    method: str
-    target: float | None
-    zero_fraction: float
-    test_accuracy: float
-    seconds: float  # wall
-    cpu_seconds: float  # CPU time of this process
-    epochs_total: int
-    epochs: int
-    notes: str = ""
-    layers: str = ""  # zero fraction per layer
-    units: str = ""  # live hidden units per hidden layer
-
-    @property
-    def trainings(self) -> float:
-        return self.epochs_total / self.epochs
-
-    def distance_pp(self) -> float | None:
-        return None if self.target is None else 100 * abs(self.zero_fraction - self.target)
+# --------------------------------------------------------------------------- data
 
 
-def warm_up(X, y) -> None:
-    """Pay the one-off costs (lazy imports of torch.optim, first kernels) before timing."""
-    net = mlp(X.shape[1], [8], 10, seed=0)
-    torch.optim.Adam(net.parameters(), lr=1e-3)
-    for name in ("adam", "sgd"):
-        opt = make_optimizer(net, name, lr=1e-3, lambdas={"fc1": 1.0, "fc2": 1.0},
-                             n_samples=X.shape[0])
-        for _ in range(3):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(X[:128]), y[:128]).backward()
-            opt.step()
+def small_split(name: str, seed: int):
+    """A stratified 75/25 split by ``seed``; features (and a regression target) standardised
+    with the training statistics."""
+    import sklearn.datasets
+    from sklearn.model_selection import train_test_split
+
+    loader, task, _, _ = SMALL[name]
+    X, y = getattr(sklearn.datasets, loader)(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(
+        X, y, test_size=0.25, random_state=seed,
+        stratify=y if task == "classification" else None)
+    mu, sd = Xtr.mean(0), Xtr.std(0)
+    sd[sd == 0] = 1.0
+    Xtr, Xte = (Xtr - mu) / sd, (Xte - mu) / sd
+    Xtr, Xte = torch.tensor(Xtr, dtype=torch.float32), torch.tensor(Xte, dtype=torch.float32)
+    if task == "regression":
+        m, s = ytr.mean(), ytr.std()
+        ytr = torch.tensor((ytr - m) / s, dtype=torch.float32).view(-1, 1)
+        yte = torch.tensor((yte - m) / s, dtype=torch.float32).view(-1, 1)
+    else:
+        ytr, yte = torch.tensor(ytr, dtype=torch.int64), torch.tensor(yte, dtype=torch.int64)
+    return Xtr, ytr, Xte, yte
 
 
-def fmt_table(rows: list[Row], floor: tuple[float, float]) -> str:
-    """``floor``: (wall, CPU) seconds of one dense training."""
-    lines = ["| method | target zeros | attained zeros | \\|Δ\\| pp | test acc | CPU s | "
-             "× dense (CPU) | wall s | × dense (wall) | trainings | zeros per layer | live units "
-             "| notes |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
-    for r in rows:
-        target = "—" if r.target is None else f"{r.target:.0%}"
-        dist = "—" if r.target is None else f"{r.distance_pp():.2f}"
-        lines.append(
-            f"| {r.method} | {target} | {r.zero_fraction:.2%} | {dist} | {r.test_accuracy:.4f} "
-            f"| {r.cpu_seconds:.1f} | {r.cpu_seconds / floor[1]:.2f} | {r.seconds:.1f} "
-            f"| {r.seconds / floor[0]:.2f} | {r.trainings:.2f} "
-            f"({r.epochs_total:g} ep) | {r.layers} | {r.units} | {r.notes} |")
+_CACHE: dict = {}
+
+
+def dataset(name: str, seed: int):
+    """(X, y, X_test, y_test, task, hidden, out, per-layer target or None)."""
+    if name in SMALL:
+        _, task, hidden, per_layer = SMALL[name]
+        X, y, Xt, yt = small_split(name, seed)
+        out = 1 if task == "regression" else int(y.max()) + 1
+        return X, y, Xt, yt, task, hidden, out, per_layer
+    from l1sparse.data import load_dataset
+
+    if name not in _CACHE:
+        _CACHE[name] = load_dataset(name, task="classification")
+    ds = _CACHE[name]
+    return ds.X_train, ds.y_train, ds.X_test, ds.y_test, "classification", [300, 100], 10, None
+
+
+# --------------------------------------------------------------------------- one record
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall0, time.process_time() - self.cpu0
+
+
+def describe(model, X, y, task) -> dict:
+    s = sparsity(model)
+    return {"metric": metric(model, X, y, task), "zeros": s.zero_fraction,
+            "layer_zeros": [layer.zero_fraction for layer in s.layers],
+            "live": [u.live for u in unit_report(model)]}
+
+
+def dense_training(model, X, y, task, steps, seed) -> None:
+    opt = make_optimizer(model, "sgd", lr=0.1, lambdas={k: 0.0 for k in layer_names(model)},
+                         n_samples=X.shape[0], momentum=0.9)
+    cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.1 * 0.05)
+    train_steps(model, (X, y), opt, task=task, steps=steps, batch_size=BATCH,
+                generator=torch.Generator().manual_seed(seed), after_step=cos.step)
+
+
+def run_cell(name: str, seed: int, methods: list[str], targets: list, epochs_override,
+             log) -> list[dict]:
+    """All methods at every target for one data set and seed; the dense floor first."""
+    X, y, Xt, yt, task, hidden, out, per_layer_target = dataset(name, seed)
+    n = X.shape[0]
+    bpe = batches_per_epoch(n, BATCH)
+    if name == "fashion-mnist":
+        E = epochs_override or 10
+        steps = E * bpe
+    else:
+        steps = resolve_steps(bpe) if epochs_override is None else epochs_override * bpe
+        E = max(1, round(steps / bpe))
+    F = max(1, round(E / 5))
+
+    def factory():
+        return mlp(X.shape[1], hidden, out, seed=seed)
+
+    common = dict(task=task, seed=seed, batch_size=BATCH)
+    records = []
+
+    def rec(method, target_label, target, model, wall, cpu, **extra):
+        r = {"set": name, "seed": seed, "method": method, "target": target_label,
+             "target_value": target, "wall": wall, "cpu": cpu, "n_train": n,
+             "steps": steps, "epochs": E, "task": task, **describe(model, Xt, yt, task), **extra}
+        records.append(r)
+        log(f"{name} seed {seed} {method:>8} {target_label:>14}: zeros {r['zeros']:.4f} "
+            f"metric {r['metric']:.4f} live {r['live']} {wall:.1f}s wall {cpu:.1f}s cpu "
+            + " ".join(f"{k}={v}" for k, v in extra.items() if k in ("met", "warnings_n",
+                                                                         "outer")))
+
+    # the dense floor: fit_sparse's own loop (train_steps, the same proximal SGD at l1 = 0 and
+    # the same cosine decay) for the same number of steps, without the SparsityScheduler
+    dense = factory()
+    clock = Clock()
+    dense_training(dense, X, y, task, steps, seed)
+    rec("dense", "—", None, dense, *clock.read(), met=None)
+
+    n_layers = len(hidden) + 1
+    for t in targets:
+        if t == "layer":
+            if per_layer_target is None:
+                continue
+            label = "[" + ", ".join(f"{v:g}" for v in per_layer_target) + "]"
+            sizes = [m.weight.numel() for m in factory().modules()
+                     if isinstance(m, torch.nn.Linear)]
+            assert len(sizes) == n_layers == len(per_layer_target)
+            glob_equiv = sum(f * s for f, s in zip(per_layer_target, sizes)) / sum(sizes)
+            tkw = {"layer_zero_fraction": per_layer_target}
+        else:
+            label, glob_equiv, tkw = f"{t:.0%}", t, {"zero_fraction": t}
+        for method in methods:
+            if method in ("default", "l1", "retrain"):
+                model = factory()
+                clock = Clock()
+                kw = dict(tkw, **common)
+                if method == "retrain":
+                    res = fit_sparse(model, X, y, mode="retrain", epochs=E, **kw)
+                else:
+                    res = fit_sparse(model, X, y, steps=steps,
+                                     penalty="auto" if method == "default" else "l1", **kw)
+                wall, cpu = clock.read()
+                rec(method, label, glob_equiv, model, wall, cpu, met=bool(res.converged),
+                    warnings_n=len(res.warnings), warnings=list(res.warnings),
+                    outer=res.outer_iterations, epochs_total=res.epochs_total,
+                    lam=res.lam if isinstance(res.lam, float) else list(res.lam))
+            elif method == "gmp":
+                clock = Clock()
+                res = gradual_magnitude_pruning(factory(), X, y, zero_fraction=glob_equiv,
+                                                epochs=E, **common)
+                wall, cpu = clock.read()
+                rec(method, label, glob_equiv, res.model, wall, cpu,
+                    met=abs(res.zero_fraction - glob_equiv) <= TOL + 1e-12,
+                    epochs_total=res.epochs_total)
+            elif method == "prune-ft":
+                clock = Clock()
+                res = prune_and_finetune(factory(), X, y, zero_fraction=glob_equiv,
+                                         epochs=max(1, E - F), finetune_epochs=F,
+                                         finetune_optimizer="adam", finetune_lr=1e-3, **common)
+                wall, cpu = clock.read()
+                rec(method, label, glob_equiv, res.model, wall, cpu,
+                    met=abs(res.zero_fraction - glob_equiv) <= TOL + 1e-12,
+                    epochs_total=res.epochs_total)
+    return records
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def spread(values: list[float], fmt: str) -> str:
+    if not values:
+        return "—"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return format(mean, fmt)
+    return f"{format(mean, fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def aggregate(records: list[dict]) -> dict:
+    """(set, target, method) -> summary; cost ratios over the mean dense time of the set."""
+    dense_time = {}
+    for r in records:
+        if r["method"] == "dense":
+            dense_time.setdefault(r["set"], []).append((r["wall"], r["cpu"]))
+    groups: dict = {}
+    for r in records:
+        groups.setdefault((r["set"], r["target"], r["method"]), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        d = dense_time.get(key[0])
+        dw = statistics.fmean(x[0] for x in d) if d else float("nan")
+        dc = statistics.fmean(x[1] for x in d) if d else float("nan")
+        mets = [x["met"] for x in rs if x.get("met") is not None]
+        out[key] = {
+            "n": len(rs), "task": rs[0]["task"],
+            "metric": [x["metric"] for x in rs], "zeros": [x["zeros"] for x in rs],
+            "layer_zeros": [statistics.fmean(col) for col in zip(*[x["layer_zeros"] for x in rs])],
+            "live": [statistics.fmean(col) for col in zip(*[x["live"] for x in rs])],
+            "met": (sum(mets), len(mets)) if mets else None,
+            "warn": sum(1 for x in rs if x.get("warnings_n")),
+            "warn_text": sorted({w.split(";")[0] for x in rs for w in x.get("warnings", [])}),
+            "cost_cpu": statistics.fmean(x["cpu"] for x in rs) / dc,
+            "cost_wall": statistics.fmean(x["wall"] for x in rs) / dw,
+            "outer": [x["outer"] for x in rs if "outer" in x],
+            "epochs": rs[0]["epochs"], "steps": rs[0]["steps"], "n_train": rs[0]["n_train"],
+            "seeds": sorted(x["seed"] for x in rs),
+        }
+    return out
+
+
+def target_order(label: str) -> tuple:
+    return (0, 0) if label == "—" else (1, float(label.rstrip("%"))) if label.endswith("%") \
+        else (2, 0)
+
+
+def fmt_tables(agg: dict, sets: list[str]) -> str:
+    parts = []
+    for s in sets:
+        keys = [k for k in agg if k[0] == s]
+        if not keys:
+            continue
+        a0 = agg[keys[0]]
+        reg = a0["task"] == "regression"
+        mname = "test MSE (standardised y)" if reg else "test accuracy"
+        order = {m: i for i, m in enumerate(("dense",) + METHODS)}
+        keys.sort(key=lambda k: (target_order(k[1]), order.get(k[2], 99)))
+        seeds = max(agg[k]["n"] for k in keys)
+        parts.append(f"### {s}\n\n{a0['n_train']} training samples; {a0['epochs']} epochs "
+                     f"= {a0['steps']} steps of fit_sparse (batch {BATCH}); up to {seeds} "
+                     "seeds; mean ± std over seeds.\n")
+        parts.append(f"| target zeros | method | seeds | {mname} | attained zeros | zeros per "
+                     "layer | met (seeds) | warnings (seeds) | live units per hidden layer | "
+                     "cost × dense (CPU) | × dense (wall) | outer its |")
+        parts.append("|---|---|---:|---:|---:|---|---:|---:|---|---:|---:|---:|")
+        for k in keys:
+            a = agg[k]
+            met = "—" if a["met"] is None else f"{a['met'][0]}/{a['met'][1]}"
+            warn = "—" if k[2] in ("dense", "gmp", "prune-ft") else f"{a['warn']}/{a['n']}"
+            outer = f"{statistics.fmean(a['outer']):.1f}" if a["outer"] else "—"
+            parts.append(
+                f"| {k[1]} | {k[2]} | {a['n']} | {spread(a['metric'], '.4f')} | "
+                f"{spread([100 * z for z in a['zeros']], '.2f')} % | "
+                f"{' / '.join(f'{100 * z:.1f}' for z in a['layer_zeros'])} | {met} | {warn} | "
+                f"{' / '.join(f'{u:.1f}' for u in a['live'])} | {a['cost_cpu']:.2f} | "
+                f"{a['cost_wall']:.2f} | {outer} |")
+        texts = sorted({t for k in keys for t in agg[k]["warn_text"]})
+        if texts:
+            parts.append("\nWarnings seen: " + "; ".join(f"“{t}”" for t in texts) + ".")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def fmt_targets(agg: dict, sets: list[str]) -> str:
+    """Issue 12's targets, for the default, from the aggregated rows."""
+    lines = ["| data set | target zeros | check | default | reference | verdict |",
+             "|---|---|---|---:|---:|---|"]
+    n_met = n_all = 0
+
+    def add(s, t, check, value, ref, ok):
+        nonlocal n_met, n_all
+        n_all += 1
+        n_met += bool(ok)
+        lines.append(f"| {s} | {t} | {check} | {value} | {ref} | "
+                     f"{'met' if ok else '**missed**'} |")
+
+    for s in sets:
+        targets = sorted({k[1] for k in agg if k[0] == s and k[2] == "default"}, key=target_order)
+        for t in targets:
+            d = agg.get((s, t, "default"))
+            g = agg.get((s, t, "gmp"))
+            p = agg.get((s, t, "prune-ft"))
+            if d is None:
+                continue
+            if d["met"] is not None:
+                add(s, t, "target met on every seed", f"{d['met'][0]}/{d['met'][1]}", "—",
+                    d["met"][0] == d["met"][1])
+            dm = statistics.fmean(d["metric"])
+            if g is not None:
+                gm = statistics.fmean(g["metric"])
+                note = " (GMP at the equivalent global fraction)" if not t.endswith("%") else ""
+                if d["task"] == "regression":
+                    add(s, t, "test MSE ≤ 1.05 × GMP's" + note, f"{dm:.4f}",
+                        f"{1.05 * gm:.4f} (GMP {gm:.4f})", dm <= 1.05 * gm)
+                elif s == "fashion-mnist":
+                    margin = 0.0 if t == "98%" else 0.005
+                    add(s, t, f"test acc ≥ GMP − {100 * margin:g} pt", f"{dm:.4f}",
+                        f"{gm - margin:.4f} (GMP {gm:.4f})", dm >= gm - margin - 1e-12)
+                else:
+                    add(s, t, "test acc ≥ GMP − 1 pt" + note, f"{dm:.4f}",
+                        f"{gm - 0.01:.4f} (GMP {gm:.4f})", dm >= gm - 0.01 - 1e-12)
+            elif p is not None and d["task"] == "regression":
+                pm = statistics.fmean(p["metric"])
+                add(s, t, "test MSE ≤ 1.05 × prune-ft's", f"{dm:.4f}", f"{1.05 * pm:.4f}",
+                    dm <= 1.05 * pm)
+            add(s, t, "cost ≤ 1.3 × dense (CPU)", f"{d['cost_cpu']:.2f}", "1.30",
+                d["cost_cpu"] <= 1.3)
+    lines.append("")
+    lines.append(f"{n_met} of {n_all} checks met.")
     return "\n".join(lines)
 
 
-def write_markdown(path: str, args, machine: dict, setup: dict, rows: list[Row],
-                   floor: tuple[float, float], finished: bool, wall: float) -> None:
-    mlines = "\n".join(f"- {k}: {v}" for k, v in machine.items())
-    slines = "\n".join(f"- {k}: {v}" for k, v in setup.items())
-    status = (f"complete; the whole script took {wall / 60:.1f} min" if finished else
-              f"**partial** (still running or interrupted; {wall / 60:.1f} min so far)")
-    cmd = "python benchmarks/compare.py " + " ".join(sys.argv[1:])
-    text = f"""# Sparsity at a target: l1sparse against the usual alternatives
+def write_markdown(path: str, records: list[dict], meta: dict) -> None:
+    sets = [s for s in ALL_SETS if any(r["set"] == s for r in records)]
+    agg = aggregate(records)
+    mlines = "\n".join(f"- {k}: {v}" for k, v in meta["machine"].items())
+    status = meta["status"]
+    text = f"""# The side-by-side benchmark suite (issue 12, item 6)
 
-Generated by `{cmd}` ({status}).
+Generated by `{meta['command']}` ({status}). Every number below comes from the records of
+that run (`{os.path.relpath(meta['records'], HERE)}/`), rebuilt with `--render`.
 
-**Columns.** *attained zeros*: exact zeros among the penalised weights (all three weight
-matrices, biases excluded). *|Δ| pp*: |attained − target| in percentage points. *test acc*: on
-the 10,000 test images. *seconds*: wall time of the whole method (selection, training, pruning,
-fine-tuning; data already loaded), as CPU time of the process (`time.process_time`, with one
-thread the wall time of an idle machine; the machine is shared, and other jobs disturb it less
-than the wall clock, though not at all is too much to hope for) and as wall time. *× dense*: over one dense training of the
-same {args.epochs} epochs (λ = 0, same loop, optimizer and schedule), timed in this process at
-the start and again at the end; the ratios use the mean of the two (until the end timing
-exists, the start one). *trainings*: epochs trained in all / {args.epochs}. *zeros per layer*: fc1 / fc2 / fc3
-(235,200 / 30,000 / 1,000 weights). *live units*: hidden units of the first / second hidden
-layer (of 300 / 100) with at least one nonzero incoming and one nonzero outgoing weight
-(`l1sparse.compact.unit_report`); the others can be removed without changing the function
-(`compact`).
+**Methods**, in one process per data set, from the same initial weights (seed) and batch order:
+`default` = `fit_sparse(...)` as shipped (warm mode, penalty "auto" = reweighted ℓ1 steered by
+the SparsityScheduler); `l1` = the same with `penalty="l1"`; `retrain` = `fit_sparse(mode=
+"retrain")` (the paper's scheme, plain ℓ1, a full training per outer iteration); `gmp` = gradual
+magnitude pruning (cubic schedule to the target over the first 70 % of the run, a global prune
+every 100 steps); `prune-ft` = dense training for E − F epochs, global magnitude pruning, then F
+= max(1, round(E/5)) epochs of fine-tuning with the mask kept (Adam, lr 1e-3), E epochs in
+all; `dense` = one dense training of the same number of steps (λ = 0) in `fit_sparse`'s own
+loop (`train_steps`, the same proximal SGD and cosine decay, no SparsityScheduler), the floor. Optimizer everywhere: SGD,
+momentum 0.9, lr 0.1, cosine decay to 5 %, batch {BATCH}.
 
-**Methods.** `warm` / `retrain`: `fit_sparse(mode=…, grad_samples=None)`, otherwise its
-defaults (tolerance 0.5 pp): λ steered by the full-data gradient.
-`warm-sub`: warm mode with the gradient magnitudes that steer λ
-estimated on a fixed {SUBSAMPLE}-sample subset (`grad_samples`, as `l1sparse fit` does past 20k
-samples). `warm+debias` / `warm-sub+debias`: the warm / warm-sub model, then `debias` for {args.finetune_epochs} epochs ({args.finetune_optimizer}, constant lr
-{args.finetune_lr:g}; support fixed, no penalty); cost = warm + debias. `prune-finetune`: dense training, global magnitude
-pruning (`torch.nn.utils.prune.global_unstructured`, L1Unstructured, made permanent), then
-{args.finetune_epochs} epochs of fine-tuning exactly like that debias, with the mask kept. `gmp`: gradual
-magnitude pruning in one run of {args.epochs} epochs, cubic schedule from 0 to the target over
-the first {args.gmp_end:.0%} of the steps, a global prune every {args.gmp_frequency} steps,
-masks fixed between prunes. `grid`: one full ℓ1 training per λ/N in
-{{{args.grid}}}, keeping the run closest to the target; the grid is trained once and judged
-against every target, and its whole cost is charged to each.
+**Budgets.** Fashion-MNIST: 10 epochs for every method. mnist-5k and the scikit-learn sets:
+`fit_sparse`'s default budget (20 epochs but at least 3,000 optimizer steps), passed as
+`steps`; the baselines, the dense floor and each training of retrain mode get E = round(steps /
+batches per epoch) epochs, i.e. the same number of optimizer steps (± one batch).
+
+**Columns.** *attained zeros*: exact zeros among all weight matrices (biases excluded).
+*met*: seeds on which the count is within the tolerance (0.5 pp of the weights, per layer for a
+per-layer target; for the baselines |attained − target| ≤ 0.5 pp of the global fraction).
+*warnings*: seeds on which `fit_sparse` returned a non-empty `warnings` (a dead layer or a
+network within 5 points of the trivial predictor). *live units*: hidden units with a nonzero
+incoming and outgoing weight (`l1sparse.compact.unit_report`), mean over seeds. *cost*: mean
+time of the method over the mean time of the dense floor of the same data set, same process;
+CPU time (`time.process_time`, one thread) is the primary measure because the machine is shared
+with other jobs; the wall-clock ratio is beside it. *outer its*: outer iterations (scheduler
+records in warm mode, trainings in retrain mode).
+
+**Per-layer targets** are given to `fit_sparse` as `layer_zero_fraction`; the baselines prune
+globally, so they are run at the equivalent global fraction (the same total number of zeros)
+and their *met* is judged against that global fraction.
+
+**Small data sets**: scikit-learn's bundled `load_digits` (64,32 hidden), `load_wine` (32),
+`load_breast_cancer` (64,32), `load_diabetes` (regression, 32,16); a seeded stratified 75/25
+split per seed (the seed also sets the initial weights and batch order), features
+standardised with the training statistics; for diabetes the target too, and the test MSE is on
+that standardised scale (1.0 ≈ predicting the training mean).
 
 ## Machine
 
 {mlines}
 
-## Setup
-
-{slines}
-
 ## Results
 
-{fmt_table(rows, floor)}
+{fmt_tables(agg, sets)}
+## Targets (issue 12), for the default
+
+{fmt_targets(agg, sets)}
+{meta.get('notes', '')}
 """
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
 
 
+# --------------------------------------------------------------------------- main
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="a first look: 10,000 training images, 5 epochs, target 0.95")
-    parser.add_argument("--epochs", type=int, default=None, help="one full training (10; quick 5)")
-    parser.add_argument("--targets", default=None, help="zero fractions (0.9,0.95,0.98; quick 0.95)")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated subset of {','.join(METHODS)}")
-    parser.add_argument("--train-size", type=int, default=None,
-                        help="training images (60000; quick 10000), a seeded random subset")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1)")
-    defaults = {k: v.default for k, v in inspect.signature(fit_sparse).parameters.items()}
-    parser.add_argument("--optimizer", choices=("sgd", "adam"), default=defaults["optimizer"],
-                        help=f"all methods (fit_sparse's default: {defaults['optimizer']})")
-    parser.add_argument("--lr", type=float, default=defaults["lr"],
-                        help=f"all methods (fit_sparse's default: {defaults['lr']})")
-    parser.add_argument("--momentum", type=float, default=defaults["momentum"],
-                        help=f"sgd only (fit_sparse's default: {defaults['momentum']})")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--finetune-epochs", type=int, default=2,
-                        help="fine-tuning of prune-finetune and the debias rows (2)")
-    parser.add_argument("--finetune-optimizer", choices=("sgd", "adam"), default="adam",
-                        help="optimizer of that fine-tuning / debias (adam)")
-    parser.add_argument("--finetune-lr", type=float, default=1e-3,
-                        help="its constant learning rate (1e-3)")
-    parser.add_argument("--gmp-end", type=float, default=0.7,
-                        help="GMP reaches the target at this fraction of the run (0.7)")
-    parser.add_argument("--gmp-frequency", type=int, default=100, help="steps between prunes")
-    parser.add_argument("--grid", default=None,
-                        help="λ/N values of the grid search (default: by optimizer, "
-                             f"{DEFAULT_GRIDS})")
-    parser.add_argument("--seed", type=int, default=0)
+                        help="digits + wine with 2 seeds, Fashion-MNIST 90 %% 1 seed 3 epochs")
+    parser.add_argument("--sets", default=None, help=f"comma-separated subset of {ALL_SETS}")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per data set (Fashion/mnist-5k 3, small sets 5; quick 2/1)")
+    parser.add_argument("--methods", default=None,
+                        help=f"subset of {METHODS} (all; retrain is skipped on Fashion-MNIST "
+                             "unless named here)")
+    parser.add_argument("--targets", default="0.9,0.95,0.98,layer",
+                        help="zero fractions and 'layer' for the per-layer target")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="override the budget in epochs (Fashion 10; quick 3)")
     parser.add_argument("--out", default=None,
-                        help="markdown file (benchmarks/RESULTS.md; quick RESULTS_QUICK.md)")
-    parser.add_argument("--verbose", action="store_true", help="log every outer iteration")
+                        help="markdown (benchmarks/RESULTS.md; quick RESULTS_QUICK.md)")
+    parser.add_argument("--render", action="store_true", help="only rebuild the markdown")
+    parser.add_argument("--notes", default="", help="a markdown file appended to the report")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-
-    args.epochs = args.epochs or (5 if args.quick else 10)
-    args.targets = args.targets or ("0.95" if args.quick else "0.9,0.95,0.98")
-    args.train_size = args.train_size or (10_000 if args.quick else 60_000)
-    args.grid = args.grid or DEFAULT_GRIDS[args.optimizer]
     args.out = args.out or os.path.join(HERE, "RESULTS_QUICK.md" if args.quick else "RESULTS.md")
-    try:
-        targets = [float(t) for t in args.targets.split(",")]
-        grid = [float(v) for v in args.grid.split(",")]
-    except ValueError as exc:
-        parser.error(f"--targets and --grid must be comma-separated numbers ({exc}).")
-    if any(not 0 <= t < 1 for t in targets):
-        parser.error(f"--targets must lie in [0, 1). Got {args.targets}.")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        parser.error(f"--methods: unknown {unknown}; choose from {list(METHODS)}.")
-    if args.threads < 1 or args.epochs < 1:
-        parser.error("--threads and --epochs must be positive integers.")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    rec_dir = os.path.splitext(args.out)[0] + "_records"
+    os.makedirs(rec_dir, exist_ok=True)
     torch.set_num_threads(args.threads)
-    t_script = time.perf_counter()
-    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-
-    ds = load_mnist_format("fashion-mnist")
-    X, y = ds.X_train, ds.y_train
-    if args.train_size < X.shape[0]:
-        idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(args.seed))
-        X, y = X[idx[:args.train_size]], y[idx[:args.train_size]]
-    X_test, y_test = ds.X_test, ds.y_test
-    n = X.shape[0]
-    E, F = args.epochs, args.finetune_epochs
-    common = dict(task="classification", epochs=E, optimizer=args.optimizer, lr=args.lr,
-                  momentum=args.momentum, batch_size=args.batch_size, seed=args.seed)
-
-    def factory():
-        return mlp(784, [300, 100], 10, seed=args.seed)
-
-    def acc(model) -> float:
-        return metric(model, X_test, y_test, "classification")
-
-    def zeros(model) -> float:
-        return sparsity(model).zero_fraction
-
-    def per_layer(model) -> str:
-        return " / ".join(f"{layer.zero_fraction:.1%}" for layer in sparsity(model).layers)
-
-    def live_units(model) -> str:
-        return " / ".join(str(u.live) for u in unit_report(model))
-
     machine = machine_description(args.threads)
-    setup = {
-        "data": f"Fashion-MNIST, {n} training images"
-                + (" (seeded random subset)" if n < ds.n_train else "")
-                + f", {X_test.shape[0]} test images, pixels/255",
-        "model": "LeNet-300-100 (784-300-100-10, ReLU), 266,200 weights, seed "
-                 f"{args.seed} for the initial weights and the batch order",
-        "training": f"{E} epochs, batch {args.batch_size}, {args.optimizer} (proximal where "
-                    f"penalised) lr {args.lr}"
-                    + (f" momentum {args.momentum}" if args.optimizer == "sgd" else "")
-                    + " with cosine decay to 5 %",
-        "fine-tuning / debias": f"{args.finetune_optimizer}, constant lr {args.finetune_lr}, "
-                                f"{args.finetune_epochs} epochs, support fixed",
-        "targets": ", ".join(f"{t:.0%}" for t in targets),
-    }
+    cmd = "python benchmarks/compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    notes = open(args.notes, encoding="utf-8").read() if args.notes else ""
 
-    warm_up(X, y)
-    print(f"data: {n} train, {X_test.shape[0]} test; threads {args.threads}; "
-          f"epochs {E}; targets {targets}; methods {methods}", flush=True)
+    def load_all() -> list[dict]:
+        out = []
+        for p in sorted(glob.glob(os.path.join(rec_dir, "*.json"))):
+            with open(p, encoding="utf-8") as f:
+                blob = json.load(f)
+            out.extend(blob["records"])
+            meta_cmd.setdefault(blob["set"], blob.get("command", ""))
+        return out
 
-    class Clock:
-        """Wall and CPU seconds of this process (the CPU time is what other jobs on a shared
-        machine disturb least; with one thread it equals the wall time on an idle machine)."""
+    meta_cmd: dict = {}
+    if args.render:
+        records = load_all()
+        cmds = sorted(set(meta_cmd.values()))
+        write_markdown(args.out, records, {"machine": machine, "command": "; ".join(cmds),
+                                           "status": "rendered from saved records",
+                                           "records": rec_dir, "notes": notes})
+        print(f"wrote {args.out}")
+        return 0
 
-        def __init__(self) -> None:
-            self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+    if args.quick:
+        plan = [("digits", 2, None), ("wine", 2, None), ("fashion-mnist", 1, 3)]
+        targets_by_set = {"fashion-mnist": [0.9]}
+    else:
+        sets = args.sets.split(",") if args.sets else list(ALL_SETS)
+        plan = [(s, args.seeds or (3 if s in ("fashion-mnist", "mnist-5k") else 5), args.epochs)
+                for s in sets]
+        targets_by_set = {}
+    default_targets = [t if t == "layer" else float(t) for t in args.targets.split(",")]
+    # pay the one-off costs (lazy imports, first kernels) before anything is timed
+    dense_training(mlp(8, [8], 2, seed=0), torch.randn(256, 8), torch.randint(0, 2, (256,)),
+                   "classification", 20, 0)
+    t_script = time.perf_counter()
 
-        def read(self) -> tuple[float, float]:
-            return time.perf_counter() - self.wall0, time.process_time() - self.cpu0
+    def log(msg: str) -> None:
+        print(f"[{(time.perf_counter() - t_script) / 60:5.1f} min] {msg}", flush=True)
 
-    def dense_run(label: str) -> Row:
-        """The floor: one dense training of E epochs (λ = 0, same loop and schedule)."""
-        dense = factory()
-        clock = Clock()
-        solver = TrainingSolver(dense, X, y, task="classification", optimizer=args.optimizer,
-                                lr=args.lr, momentum=args.momentum,
-                                batch_size=args.batch_size, seed=args.seed, schedule_epochs=E)
-        solver.solve({k: 0.0 for k in solver.layer_names()}, E)
-        row = Row(label, None, zeros(dense), acc(dense), *clock.read(), E, E,
-                  "no penalty, no pruning", per_layer(dense), live_units(dense))
-        print(f"{label}: {row.seconds:.1f} s wall, {row.cpu_seconds:.1f} s CPU, "
-              f"test acc {row.test_accuracy:.4f}", flush=True)
-        return row
-
-    rows = [dense_run("dense (floor, start)")]
-    floor = (rows[0].seconds, rows[0].cpu_seconds)
-
-    def emit(row: Row, model) -> None:
-        row.layers, row.units = per_layer(model), live_units(model)
-        rows.append(row)
-        d = "" if row.target is None else f" |Δ| {row.distance_pp():.2f} pp"
-        print(f"{row.method:>15} target {row.target}: zeros {row.zero_fraction:.4f}{d} "
-              f"acc {row.test_accuracy:.4f} {row.seconds:.1f} s wall "
-              f"({row.seconds / floor[0]:.2f}× dense), {row.cpu_seconds:.1f} s CPU "
-              f"({row.cpu_seconds / floor[1]:.2f}× dense), {row.trainings:.2f} trainings "
-              f"{row.notes}", flush=True)
-        write_markdown(args.out, args, machine, setup, rows, floor, False,
-                       time.perf_counter() - t_script)
-
-    grid_result = grid_time = None
-    for target in targets:
-        for label, samples in (("warm", None), ("warm-sub", SUBSAMPLE)):
-            wanted = [m for m in (label, label + "+debias") if m in methods]
-            if not wanted or (samples is not None and samples >= n):
-                continue
-            model = factory()
-            clock = Clock()
-            res = fit_sparse(model, X, y, zero_fraction=target, mode="warm",
-                             grad_samples=samples, **common)
-            wall, cpu = clock.read()
-            notes = (f"λ/N={res.lam / n:.3g}, {res.outer_iterations} outer, "
-                     f"{'met' if res.converged else 'NOT met'}"
-                     + (f", γ from {samples} samples" if samples else ""))
-            if label in methods:
-                emit(Row(label, target, zeros(model), acc(model), wall, cpu, res.epochs_total,
-                         E, notes), model)
-            if label + "+debias" in methods:
-                model = copy.deepcopy(model)
-                clock = Clock()
-                debias(model, X, y, task="classification", epochs=F, lr=args.finetune_lr,
-                       optimizer=args.finetune_optimizer, batch_size=args.batch_size,
-                       generator=torch.Generator().manual_seed(args.seed + 1))
-                w2, c2 = clock.read()
-                emit(Row(label + "+debias", target, zeros(model), acc(model), wall + w2,
-                         cpu + c2, res.epochs_total + F, E, notes + f", +{F} debias ep"), model)
-        if "retrain" in methods:
-            model = factory()
-            clock = Clock()
-            res = fit_sparse(model, X, y, zero_fraction=target, mode="retrain",
-                             grad_samples=None, **common)
-            emit(Row("retrain", target, zeros(model), acc(model), *clock.read(),
-                     res.epochs_total, E,
-                     f"λ/N={res.lam / n:.3g}, {res.outer_iterations} outer, "
-                     f"{'met' if res.converged else 'NOT met'}"), model)
-        if "prune-finetune" in methods:
-            clock = Clock()
-            res = prune_and_finetune(factory(), X, y, zero_fraction=target,
-                                     finetune_epochs=F, finetune_lr=args.finetune_lr,
-                                     finetune_optimizer=args.finetune_optimizer, **common)
-            emit(Row("prune-finetune", target, res.zero_fraction, acc(res.model),
-                     *clock.read(), res.epochs_total, E, f"{E} dense + {F} fine-tune ep"),
-                 res.model)
-        if "gmp" in methods:
-            clock = Clock()
-            res = gradual_magnitude_pruning(factory(), X, y, zero_fraction=target,
-                                            end=args.gmp_end, frequency=args.gmp_frequency,
-                                            **common)
-            emit(Row("gmp", target, res.zero_fraction, acc(res.model), *clock.read(),
-                     res.epochs_total, E, f"{res.details['prunes']} prunes"), res.model)
-        if "grid" in methods:
-            if grid_result is None:
-                clock = Clock()
-                grid_result = lambda_grid_search(factory, X, y, zero_fraction=target,
-                                                 lambdas=[g * n for g in grid], **common)
-                grid_time = clock.read()
-                res = grid_result
-                print("grid: " + ", ".join(f"λ/N={r.lam / n:.3g}→{r.zero_fraction:.4f}"
-                                           for r in grid_result.runs), flush=True)
-                setup["grid (λ/N → zeros)"] = ", ".join(
-                    f"{r.lam / n:.3g} → {r.zero_fraction:.2%}" for r in grid_result.runs)
-            else:
-                res = grid_result.select(target)
-            emit(Row("grid", target, res.zero_fraction, acc(res.model), *grid_time,
-                     res.epochs_total, E, f"λ/N={res.lam / n:.3g} of {len(grid)}"), res.model)
-
-    # the floor again, at the end: the machine is shared, so its speed drifts; the ratios use
-    # the mean of the two dense timings
-    rows.insert(1, dense_run("dense (floor, end)"))
-    floor = ((rows[0].seconds + rows[1].seconds) / 2,
-             (rows[0].cpu_seconds + rows[1].cpu_seconds) / 2)
+    for s, n_seeds, ep in plan:
+        if args.methods:
+            methods = args.methods.split(",")
+        else:
+            methods = [m for m in METHODS if not (m == "retrain" and s == "fashion-mnist")]
+        targets = targets_by_set.get(s, default_targets)
+        records = []
+        path = os.path.join(rec_dir, f"{s}.json")
+        for seed in range(n_seeds):
+            records += run_cell(s, seed, methods, targets, ep, log)
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump({"set": s, "command": cmd, "records": records}, f, indent=1)
+            write_markdown(args.out, load_all(), {
+                "machine": machine, "command": cmd, "records": rec_dir, "notes": notes,
+                "status": f"**partial**: {(time.perf_counter() - t_script) / 60:.1f} min so far"})
     wall = time.perf_counter() - t_script
     if hasattr(os, "getloadavg"):
-        machine["load average (1 min) at start / end"] = f"{load0:.2f} / {os.getloadavg()[0]:.2f}"
-    write_markdown(args.out, args, machine, setup, rows, floor, True, wall)
-    print()
-    print(fmt_table(rows, floor))
-    print(f"\nwrote {args.out}; total {wall / 60:.1f} min", flush=True)
+        machine["load average (1 min) at the end"] = f"{os.getloadavg()[0]:.2f}"
+    write_markdown(args.out, load_all(), {
+        "machine": machine, "command": cmd, "records": rec_dir, "notes": notes,
+        "status": f"complete; this invocation took {wall / 60:.1f} min"})
+    log(f"wrote {args.out}")
     return 0
 
 
