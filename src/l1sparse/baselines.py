@@ -38,6 +38,7 @@ from torch.nn.utils import prune
 
 from .losses import check_task, fidelity
 from .penalty import layer_names, penalised_layers
+from .config import DEFAULTS
 from .select import TrainingSolver
 from .select import check_fraction as _check_fraction
 from .sparsity import nnz_per_layer
@@ -247,14 +248,14 @@ def prune_and_finetune(
     *,
     task: str,
     zero_fraction: float,
-    epochs: int = 20,
+    epochs: int = DEFAULTS.epochs,
     finetune_epochs: int = 2,
-    optimizer: str = "sgd",
-    lr: float = 0.1,
-    momentum: float = 0.9,
+    optimizer: str = DEFAULTS.optimizer,
+    lr: float = DEFAULTS.lr_sgd,
+    momentum: float = DEFAULTS.momentum,
     finetune_optimizer: str | None = None,
     finetune_lr: float | None = None,
-    batch_size: int | None = 128,
+    batch_size: int | None = DEFAULTS.batch_size,
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> BaselineResult:
@@ -374,16 +375,16 @@ def gradual_magnitude_pruning(
     *,
     task: str,
     zero_fraction: float,
-    epochs: int = 20,
+    epochs: int = DEFAULTS.epochs,
     initial_fraction: float = 0.0,
     begin: float = 0.0,
     end: float = 0.7,
     frequency: int = 100,
-    optimizer: str = "sgd",
-    lr: float = 0.1,
-    lr_final: float = 0.05,
-    momentum: float = 0.9,
-    batch_size: int | None = 128,
+    optimizer: str = DEFAULTS.optimizer,
+    lr: float = DEFAULTS.lr_sgd,
+    lr_final: float = DEFAULTS.lr_final,
+    momentum: float = DEFAULTS.momentum,
+    batch_size: int | None = DEFAULTS.batch_size,
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> BaselineResult:
@@ -557,11 +558,11 @@ def lambda_grid_search(
     task: str,
     zero_fraction: float,
     lambdas: Sequence[float],
-    epochs: int = 20,
-    optimizer: str = "sgd",
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    batch_size: int | None = 128,
+    epochs: int = DEFAULTS.epochs,
+    optimizer: str = DEFAULTS.optimizer,
+    lr: float = DEFAULTS.lr_sgd,
+    momentum: float = DEFAULTS.momentum,
+    batch_size: int | None = DEFAULTS.batch_size,
     seed: int = 0,
     keep_states: bool = True,
     device: str | torch.device | None = None,

@@ -21,6 +21,7 @@ import torch
 
 from . import __version__
 from ._atomic import atomic_write, atomic_write_text
+from .config import DEFAULTS
 
 log = logging.getLogger("l1sparse")
 
@@ -325,22 +326,23 @@ def _linear_defaults(args, data, model) -> None:
     """The convex case (no hidden layer, squared loss): full-batch proximal gradient, step 1/L."""
     convex = not args.hidden and data.task == "regression"
     if args.batch_size == "auto":
-        args.batch_size = None if convex else 128
+        args.batch_size = None if convex else DEFAULTS.batch_size
     if args.optimizer is None:
-        args.optimizer = "sgd"
+        args.optimizer = DEFAULTS.optimizer
     if args.momentum is None:
         # heavy-ball momentum for mini-batch networks; the paper's plain proximal gradient
         # for full batch
-        args.momentum = 0.9 if args.batch_size is not None else 0.0
+        args.momentum = DEFAULTS.momentum_for(batch_size=args.batch_size)
     if args.lr is None:
         if convex and args.batch_size is None and args.optimizer == "sgd":
             X = data.X_train.reshape(data.n_train, -1).double()
             Xa = torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], dim=1)
             args.lr = float(data.n_train / (2 * torch.linalg.matrix_norm(Xa, ord=2) ** 2))
         else:
-            args.lr = 1e-3 if args.optimizer == "adam" else 0.1
+            args.lr = DEFAULTS.lr_for(args.optimizer)
     if args.epochs is None:
-        args.epochs = 3000 if args.batch_size is None else 20
+        args.epochs = (DEFAULTS.full_batch_epochs if args.batch_size is None
+                       else DEFAULTS.epochs)
     if getattr(args, "grad_samples", None) == "auto":
         from .select import auto_grad_samples
 
@@ -801,9 +803,10 @@ def _fit(args, *, rank: int, world: int) -> int:
         before_train, before_test = _metrics(model, data, args)
         t0 = time.perf_counter()
         debias(model, solver.X, solver.y, task=data.task, epochs=args.debias_epochs,
-               lr=args.lr / 10, optimizer=args.optimizer, batch_size=args.batch_size,
+               lr=args.lr * DEFAULTS.debias_lr_factor, optimizer=args.optimizer,
+               momentum=args.momentum, batch_size=args.batch_size,
                generator=torch.Generator().manual_seed(args.seed))
-        debiased = {"epochs": args.debias_epochs, "lr": args.lr / 10,
+        debiased = {"epochs": args.debias_epochs, "lr": args.lr * DEFAULTS.debias_lr_factor,
                     "seconds": time.perf_counter() - t0,
                     "l1_solution": {"train_metric": before_train, "test_metric": before_test}}
     if not main_rank:
@@ -898,9 +901,10 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
         before_train, before_test = _metrics(model, data, args)
         t0 = time.perf_counter()
         debias(model, data.X_train.to(device), data.y_train.to(device), task=data.task,
-               epochs=args.debias_epochs, lr=args.lr / 10, optimizer=args.optimizer,
+               epochs=args.debias_epochs, lr=args.lr * DEFAULTS.debias_lr_factor,
+               optimizer=args.optimizer, momentum=args.momentum,
                batch_size=args.batch_size, generator=torch.Generator().manual_seed(args.seed))
-        debiased = {"epochs": args.debias_epochs, "lr": args.lr / 10,
+        debiased = {"epochs": args.debias_epochs, "lr": args.lr * DEFAULTS.debias_lr_factor,
                     "seconds": time.perf_counter() - t0,
                     "l1_solution": {"train_metric": before_train, "test_metric": before_test}}
     works = not result.warnings

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from .characterize import Characterization, characterize, full_gradient
 from .penalty import layer_names, penalised_layers, set_group_l1, lambda_per_sample
 from .sparsity import nnz_per_layer
+from .config import DEFAULTS
 from .targets import Scope, Target, check_fraction, make_target
 from .rule import Bracket as _Bracket, between as _between, propose as _propose
 from .train import batches_per_epoch, make_optimizer, train, train_steps
@@ -93,9 +94,10 @@ class TrainingSolver:
     """
 
     def __init__(self, model: nn.Module, X: Tensor, y: Tensor, *, task: str,
-                 optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.0,
-                 batch_size: int | None = 128, tol: float = 0.0, seed: int = 0,
-                 schedule_epochs: int | None = None, lr_final: float = 0.05,
+                 optimizer: str = DEFAULTS.optimizer, lr: float | None = None,
+                 momentum: float | None = None,
+                 batch_size: int | None = DEFAULTS.batch_size, tol: float = 0.0, seed: int = 0,
+                 schedule_epochs: int | None = None, lr_final: float = DEFAULTS.lr_final,
                  grad_batch_size: int = 8192, grad_samples: int | None = None,
                  device: str | torch.device | None = None) -> None:
         if device is not None:
@@ -103,6 +105,8 @@ class TrainingSolver:
             model.to(device)
             X, y = X.to(device), y.to(device)
         self.model, self.X, self.y, self.task = model, X, y, task
+        lr = DEFAULTS.lr_for(optimizer) if lr is None else lr
+        momentum = DEFAULTS.momentum_for(batch_size=batch_size) if momentum is None else momentum
         self.optimizer_name, self.lr, self.momentum = optimizer, lr, momentum
         self.batch_size, self.tol, self.seed = batch_size, tol, seed
         self.grad_batch_size = grad_batch_size
@@ -551,8 +555,8 @@ def auto_grad_samples(n_samples: int) -> int | None:
     return 10_000 if n_samples > 20_000 else None
 
 
-MIN_STEPS = 3000
-DEFAULT_EPOCHS = 20
+MIN_STEPS = DEFAULTS.min_steps
+DEFAULT_EPOCHS = DEFAULTS.epochs
 
 
 def resolve_steps(steps_per_epoch: int, epochs: float | None = None,
@@ -613,7 +617,8 @@ def network_warnings(model: nn.Module, X: Tensor, y: Tensor, *, task: str,
 
 def default_penalty(model: nn.Module) -> str:
     """``"reweighted"`` for a network, ``"l1"`` for a linear model (the convex case)."""
-    return "reweighted" if len(penalised_layers(model)) > 1 else "l1"
+    return (DEFAULTS.network_penalty if len(penalised_layers(model)) > 1
+            else DEFAULTS.linear_penalty)
 
 
 def fit_sparse(
@@ -631,16 +636,16 @@ def fit_sparse(
     mode: str = "warm",
     epochs: float | None = None,
     steps: int | None = None,
-    optimizer: str = "sgd",
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    batch_size: int | None = 128,
+    optimizer: str = DEFAULTS.optimizer,
+    lr: float | None = None,
+    momentum: float | None = None,
+    batch_size: int | None = DEFAULTS.batch_size,
     penalty: str = "auto",
     seed: int = 0,
     device: str | torch.device | None = None,
     loss_fn: Callable | None = None,
     n_samples: int | None = None,
-    lr_final: float = 0.05,
+    lr_final: float = DEFAULTS.lr_final,
     callback: Callable[[OuterRecord], None] | None = None,
     checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
@@ -670,7 +675,9 @@ def fit_sparse(
         The budget (:func:`resolve_steps`): ``steps`` wins; with neither, 20 epochs but at
         least 3,000 steps.
     optimizer : {"sgd", "adam"}, default "sgd"
-        Proximal SGD (momentum ``momentum``) or ProxAdam, learning rate ``lr``.
+        Proximal SGD (momentum ``momentum``) or ProxAdam, learning rate ``lr``; the defaults
+        of ``lr`` and ``momentum`` are those of :data:`l1sparse.config.DEFAULTS` (0.1 and 0.9
+        for SGD, 1e-3 for Adam; no momentum full batch).
     penalty : {"auto", "reweighted", "l1"}, default "auto"
         "auto" is reweighted ℓ1 for networks in warm mode, plain ℓ1 for a linear model and in
         retrain mode.
@@ -705,13 +712,15 @@ def fit_sparse(
 
     if mode not in MODES:
         raise ValueError(f"The 'mode' parameter must be one of {list(MODES)}. Got {mode!r}.")
+    lr = DEFAULTS.lr_for(optimizer) if lr is None else lr
+    momentum = DEFAULTS.momentum_for(batch_size=batch_size) if momentum is None else momentum
     loader = not isinstance(X, (Tensor,)) and not hasattr(X, "__array__")
     if not loader:
         X, y = check_training_data(X, y, task=task)
     elif y is not None:
         raise ValueError("The 'y' parameter must be None when 'X' is a loader of (x, y) batches.")
     if penalty == "auto":
-        penalty = "l1" if mode == "retrain" else default_penalty(model)
+        penalty = DEFAULTS.linear_penalty if mode == "retrain" else default_penalty(model)
     if target is None:
         target = make_target(model, nnz=nnz, zero_fraction=zero_fraction, layer_nnz=layer_nnz,
                              layer_zero_fraction=layer_zero_fraction, tol=tol)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from .config import DEFAULTS
 from .losses import check_task, fidelity
 from .penalty import (
     UNPENALISED_GROUP,
@@ -235,20 +236,26 @@ def debias(
     *,
     task: str,
     epochs: int,
-    lr: float = 1e-3,
-    optimizer: str = "adam",
-    batch_size: int | None = 128,
+    lr: float | None = None,
+    optimizer: str = DEFAULTS.optimizer,
+    batch_size: int | None = DEFAULTS.batch_size,
     generator: torch.Generator | None = None,
+    momentum: float | None = None,
 ) -> TrainResult:
     """Fine-tune the surviving weights with the support fixed and no penalty.
+
+    ``lr`` defaults to the optimizer's default times ``DEFAULTS.debias_lr_factor``, ``momentum``
+    to the default for the batch size (:data:`l1sparse.config.DEFAULTS`).
 
     The ℓ1 solution shrinks every nonzero weight by about λ; this phase removes that bias while
     keeping exactly the same zeros (the gradients of zero weights are masked, and the weights are
     re-masked after every step). The sparsity pattern, and so nnz per layer, is unchanged.
     """
     masks = {name: (m.weight != 0) for name, m in penalised_layers(model)}
+    lr = DEFAULTS.lr_for(optimizer) * DEFAULTS.debias_lr_factor if lr is None else lr
+    momentum = DEFAULTS.momentum_for(batch_size=batch_size) if momentum is None else momentum
     opt = make_optimizer(model, optimizer, lr=lr, lambdas={n: 0.0 for n in masks},
-                         n_samples=X.shape[0])
+                         n_samples=X.shape[0], momentum=momentum)
     layers = dict(penalised_layers(model))
     hooks = [layers[n].weight.register_hook(lambda g, mask=mask: g * mask)
              for n, mask in masks.items()]
