@@ -1035,13 +1035,13 @@ def _fit_convex(args, data, model, target, out: Path) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import load, read_metadata, save_model
+    from .export import convert, load, read_metadata, save_model
 
     source = Path(args.source)
     if source.is_dir():
         source = source / "model.safetensors"
-    model = load(source)
-    extra = read_metadata(source)["extra"]
+    meta = read_metadata(source)
+    extra = meta["extra"]
     out = Path(args.out)
     if out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a directory; give a file name, such as "
@@ -1053,13 +1053,17 @@ def cmd_export(args) -> int:
         from .compact import compact
         from .models import MLP
 
+        model = load(source) if meta["architecture"] else None
         if not isinstance(model, MLP):
-            raise UsageError("--compact needs an MLP model file")
+            raise UsageError(f"--compact needs an MLP model file; {source} holds a "
+                             f"{meta['module'].get('class', 'module')}")
         before = model.hidden
         model = compact(model)
         extra = {**extra, "compacted_from_hidden": before}
         note = f"; hidden {before} -> {model.hidden}"
-    written = save_model(model, out, format=args.format, metadata=extra)
+        written = save_model(model, out, format=args.format, metadata=extra)
+    else:  # tensor by tensor, so a file of a user's own module converts without its class
+        written = convert(source, out, format=args.format)
     print(f"wrote {out} ({args.format}, {written:,} bytes; source {source.stat().st_size:,} "
           f"bytes{note})")
     return EXIT_OK
@@ -1076,26 +1080,34 @@ def _layer_lambdas(extra: dict, names: list[str]) -> dict[str, float] | None:
 
 def cmd_inspect(args) -> int:
     from .characterize import characterize
-    from .export import load, read_metadata
-    from .penalty import layer_names
-    from .sparsity import sparsity
+    from .export import layer_sparsity, load, read_metadata
 
     source = Path(args.file)
     if source.is_dir():
         source = source / "model.safetensors"
-    model = load(source)
     meta = read_metadata(source)
-    names = layer_names(model)
+    cls = meta["module"].get("class", "YourNet")
+    if args.data and not meta["architecture"]:
+        raise UsageError(f"--data needs a model that l1sparse can rebuild; {source} holds the "
+                         f"weights of a {cls} (the file names no code): check it in Python with "
+                         f"l1sparse.load(FILE, model={cls}()) and l1sparse.characterize")
+    # the table comes from the file alone, so a user's own module needs no class here
+    model = load(source) if meta["architecture"] else None
+    report = layer_sparsity(source)
+    names = [layer.name for layer in report.layers]
     lambdas = _layer_lambdas(meta["extra"], names)
-    report = sparsity(model)
-    print(f"{source}: {meta['storage']} storage, {source.stat().st_size:,} bytes, "
-          f"architecture {meta['architecture']}")
-    print(f"{'layer':<10}{'shape':>14}{'nnz':>10}{'total':>10}{'zero frac':>11}{'lambda_k':>12}")
+    described = (f"architecture {meta['architecture']}" if model is not None else
+                 f"module {cls} (weights only: l1sparse.load(FILE, model={cls}()) fills it)")
+    print(f"{source}: {meta['storage']} storage, {source.stat().st_size:,} bytes, {described}")
+    w = max([10, *(len(n) + 2 for n in names)])
+    print(f"{'layer':<{w}}{'shape':>14}{'nnz':>10}{'total':>10}{'zero frac':>11}{'lambda_k':>12}")
     for layer in report.layers:
         lam = f"{lambdas[layer.name]:.5g}" if lambdas else "-"
-        print(f"{layer.name:<10}{'x'.join(map(str, layer.shape)):>14}{layer.nnz:>10}"
-              f"{layer.total:>10}{layer.zero_fraction:>11.4f}{lam:>12}")
-    print(f"{'all':<10}{'':>14}{report.nnz:>10}{report.total:>10}{report.zero_fraction:>11.4f}")
+        print(f"{layer.name or '(root)':<{w}}{'x'.join(map(str, layer.shape)):>14}"
+              f"{layer.nnz:>10}{layer.total:>10}{layer.zero_fraction:>11.4f}{lam:>12}")
+    if report.layers:
+        print(f"{'all':<{w}}{'':>14}{report.nnz:>10}{report.total:>10}"
+              f"{report.zero_fraction:>11.4f}")
     from .compact import unit_report
     from .models import MLP
 

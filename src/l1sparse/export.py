@@ -1,7 +1,7 @@
-"""Model files: a network's architecture and weights in one safetensors file, dense or CSR.
+"""Model files: a network's weights in one safetensors file, dense or CSR, for any ``nn.Module``.
 
-A model file is a `safetensors <https://huggingface.co/docs/safetensors>`_ file whose
-string-to-string metadata says how to rebuild the network:
+A model file is a `safetensors <https://huggingface.co/docs/safetensors>`_ file. Its tensors are
+the module's ``state_dict``; its string-to-string metadata describes the network:
 
 =================  ======================================================================
 key                value
@@ -9,19 +9,35 @@ key                value
 ``format``         ``"l1sparse"`` (marks the file as ours)
 ``version``        ``"1"``
 ``storage``        ``"dense"`` or ``"csr"``
-``architecture``   ``json.dumps(model.config)``, the argument of :func:`~l1sparse.build_model`
+``architecture``   ``json.dumps(model.config)`` for the built-in :class:`~l1sparse.MLP` (the
+                   argument of :func:`~l1sparse.build_model`, so :func:`load` can rebuild it);
+                   ``{}`` for any other module
+``module``         JSON ``{"class": type(model).__name__}``: a description for people and
+                   error messages, never imported
+``layers``         JSON list, one entry per penalised layer (``nn.Linear``, ``nn.Conv1d/2d/3d``,
+                   :class:`~l1sparse.SparseLinear`) in model order: ``{"name", "type",
+                   "weight": state_dict key, "shape"}``
 ``shapes``         JSON ``{tensor name: shape}`` of the weights stored as CSR (``{}`` if dense)
 ``extra``          JSON of the caller's ``metadata`` (λ, nnz, accuracy, …)
 =================  ======================================================================
 
-With ``storage="dense"`` the tensors are the ``state_dict`` as is, zeros included. With
-``storage="csr"`` the weight ``W`` of every penalised layer (:func:`~l1sparse.penalised_layers`)
-is reshaped to ``(shape[0], -1)`` and stored as the three arrays of its compressed sparse row
-form, ``<layer>.weight.values``, ``<layer>.weight.col_indices`` and
-``<layer>.weight.crow_indices`` (int32 whenever the counts fit, int64 otherwise); biases and every
-other tensor stay dense. Only the nonzeros are written, so a 95 % sparse network takes about
-``0.05 · (4 + 4)`` bytes per float32 weight instead of 4. Loading either storage gives back the
-same weights (``torch.equal``), exact zeros included; a ``-0.0`` comes back as ``0.0``.
+No entry names code to import: a file is data only. The built-in MLP is rebuilt by l1sparse
+from its ``architecture``; any other module is constructed by the user and filled with
+``load(path, model=MyNet())``. The per-layer counts (:func:`layer_sparsity`) and the conversion
+between storages (:func:`convert`) need the file alone.
+
+With ``storage="dense"`` the tensors are the ``state_dict`` as is, zeros included, so
+``module.load_state_dict(safetensors.torch.load_file(path))`` loads it without l1sparse. With
+``storage="csr"`` the weight ``W`` of every penalised layer is reshaped to ``(shape[0], -1)`` and
+stored as the three arrays of its compressed sparse row form, ``<layer>.weight.values``,
+``<layer>.weight.col_indices`` and ``<layer>.weight.crow_indices`` (int32 whenever the counts
+fit, int64 otherwise); biases and every other tensor stay dense. Only the nonzeros are written,
+so a 95 % sparse network takes about ``0.05 · (4 + 4)`` bytes per float32 weight instead of 4.
+Loading either storage gives back the same weights (``torch.equal``), exact zeros included; a
+``-0.0`` comes back as ``0.0``.
+
+Files written before ``module`` and ``layers`` existed (built-in MLPs only) read as before: their
+layers are derived from the architecture.
 """
 
 from __future__ import annotations
@@ -40,9 +56,21 @@ from torch import Tensor, nn
 
 from ._atomic import atomic_write
 from .models import build_model
-from .penalty import penalised_layers
+from .penalty import PENALISED_TYPES
+from .sparse_inference import SparseLinear
+from .sparsity import LayerSparsity, SparsityReport
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "STORAGES", "save_model", "load", "read_metadata"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "STORAGES",
+    "save_model",
+    "load",
+    "read_metadata",
+    "read_state_dict",
+    "layer_sparsity",
+    "convert",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +80,18 @@ STORAGES = ("dense", "csr")
 
 _CSR_PARTS = ("values", "col_indices", "crow_indices")
 _INT32_MAX = torch.iinfo(torch.int32).max
+# A layer type whose weight is stored as CSR; SparseLinear is the inference form of nn.Linear.
+_CSR_TYPES = (*PENALISED_TYPES, SparseLinear)
 
 
-def _architecture(model: nn.Module) -> dict[str, Any]:
-    """The model's ``config``, checked to be rebuildable and JSON-serialisable."""
+# --------------------------------------------------------------------------- writing
+
+
+def _mlp_architecture(model: nn.Module) -> dict[str, Any] | None:
+    """The built-in MLP's ``config``, checked to be rebuildable; None for any other module."""
     config = getattr(model, "config", None)
-    if not isinstance(config, Mapping):
-        raise ValueError(
-            "The 'model' parameter must have a 'config' dict that build_model() accepts "
-            f"(e.g. an l1sparse MLP). Got a {type(model).__name__} without one."
-        )
+    if not isinstance(config, Mapping) or config.get("kind") != "mlp":
+        return None
     config = dict(config)
     try:
         json.dumps(config)
@@ -71,6 +101,21 @@ def _architecture(model: nn.Module) -> dict[str, Any]:
             f"The 'model' parameter's config {config!r} cannot be rebuilt by build_model(): {exc}"
         ) from exc
     return config
+
+
+def _weight_key(layer: str) -> str:
+    return f"{layer}.weight" if layer else "weight"
+
+
+def _layer_records(model: nn.Module, state: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One record per penalised layer whose weight is in ``state``, in model order."""
+    records = []
+    for name, module in model.named_modules():
+        key = _weight_key(name)
+        if isinstance(module, _CSR_TYPES) and isinstance(state.get(key), Tensor):
+            records.append({"name": name, "type": type(module).__name__, "weight": key,
+                            "shape": list(state[key].shape)})
+    return records
 
 
 def _index_dtype(bound: int) -> torch.dtype:
@@ -102,6 +147,69 @@ def _csr_parts(weight: Tensor) -> dict[str, Tensor]:
     }
 
 
+def _check_format(format: str) -> None:  # noqa: A002
+    if format not in STORAGES:
+        raise ValueError(f"The 'format' parameter must be one of {list(STORAGES)}. Got {format!r}.")
+
+
+def _extra_json(metadata: Mapping[str, Any] | None) -> str:
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise ValueError(
+            f"The 'metadata' parameter must be a mapping or None. Got {type(metadata).__name__}."
+        )
+    try:
+        return json.dumps(dict(metadata or {}), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"The 'metadata' parameter must be JSON-serialisable: {exc}") from exc
+
+
+def _write(
+    path: str | os.PathLike,
+    state: Mapping[str, Tensor],
+    *,
+    storage: str,
+    architecture: Mapping[str, Any],
+    module: Mapping[str, Any],
+    layers: list[dict[str, Any]],
+    extra: str,
+) -> int:
+    """Write the dense tensors of ``state``; the weights of ``layers`` as CSR if asked."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"The directory {directory!r} for the model file does not exist.")
+    csr_keys = {layer["weight"] for layer in layers} if storage == "csr" else set()
+    tensors: dict[str, Tensor] = {}
+    shapes: dict[str, list[int]] = {}
+    for key, value in state.items():
+        value = _dense_cpu(value)
+        if key in csr_keys and value.dim() >= 1:
+            shapes[key] = list(value.shape)
+            for part, array in _csr_parts(value).items():
+                tensors[f"{key}.{part}"] = array
+        else:
+            tensors[key] = value
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "storage": storage,
+        "architecture": json.dumps(dict(architecture), sort_keys=True),
+        "module": json.dumps(dict(module), sort_keys=True),
+        "layers": json.dumps(layers),
+        "shapes": json.dumps(shapes, sort_keys=True),
+        "extra": extra,
+    }
+    try:
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    except Exception as exc:  # safetensors: e.g. a dtype it cannot store
+        if isinstance(exc, (OSError, ValueError)):
+            raise
+        raise ValueError(f"Cannot write the model file {path!r}: {exc}") from exc
+    size = os.path.getsize(path)
+    logger.info("Wrote %s (%s storage, %d bytes).", path, storage, size)
+    return size
+
+
 def save_model(
     model: nn.Module,
     path: str | os.PathLike,
@@ -109,7 +217,12 @@ def save_model(
     format: str = "dense",  # noqa: A002 - the name the CLI and the file format use
     metadata: Mapping[str, Any] | None = None,
 ) -> int:
-    """Write ``model`` to a safetensors model file, dense or with CSR weights.
+    """Write ``model``'s ``state_dict`` to a safetensors model file, dense or with CSR weights.
+
+    Any ``nn.Module`` can be saved: every tensor of its ``state_dict`` is stored (parameters and
+    persistent buffers, e.g. batch-norm statistics). The file describes the module but names no
+    code to import; an :class:`~l1sparse.MLP` is rebuilt by :func:`load` from its stored
+    architecture, any other module is loaded with ``load(path, model=MyNet())``.
 
     The file is written to a temporary file in the same directory and moved into place with
     :func:`os.replace`, so ``path`` holds either its previous content or the complete new file,
@@ -118,15 +231,17 @@ def save_model(
     Parameters
     ----------
     model : nn.Module
-        An :class:`~l1sparse.MLP`, or any module with a ``config`` dict that
-        :func:`~l1sparse.build_model` accepts and whose ``state_dict`` matches the rebuilt
-        module. A module returned by :func:`~l1sparse.sparse_inference.to_sparse` is accepted
-        (its CSR weights are written like dense ones).
+        The network: an :class:`~l1sparse.MLP` (its ``config`` is stored, and its ``state_dict``
+        must match it), or any other module. A module returned by
+        :func:`~l1sparse.sparse_inference.to_sparse` is accepted (its CSR weights are written
+        like dense ones).
     path : str or path-like
         Destination file; its directory must exist. An existing file is replaced.
     format : {"dense", "csr"}, default "dense"
-        ``"dense"`` stores the ``state_dict`` as is; ``"csr"`` stores the weight of each
-        penalised layer in compressed sparse row form (see the module docstring).
+        ``"dense"`` stores the ``state_dict`` as is (loadable with
+        ``safetensors.torch.load_file`` alone); ``"csr"`` stores the weight of each
+        ``nn.Linear``, ``nn.Conv1d/2d/3d`` and ``SparseLinear`` in compressed sparse row form
+        (see the module docstring).
     metadata : mapping, optional
         JSON-serialisable information kept in the file under ``extra`` and returned by
         :func:`read_metadata` (e.g. λ per layer, nnz, test accuracy).
@@ -139,82 +254,63 @@ def save_model(
     Raises
     ------
     ValueError
-        If ``format`` is unknown, ``model`` has no usable ``config``, its ``state_dict`` does not
-        match the architecture, or ``metadata`` is not a JSON-serialisable mapping.
+        If ``format`` is unknown, ``metadata`` is not a JSON-serialisable mapping, an MLP's
+        ``state_dict`` does not match its config, or the ``state_dict`` holds something a
+        safetensors file cannot store (a non-tensor extra state, an uninitialised lazy
+        parameter).
     FileNotFoundError
         If the directory of ``path`` does not exist.
 
     Examples
     --------
     >>> import os, tempfile
-    >>> from l1sparse.models import mlp
-    >>> net = mlp(4, [8], 2, seed=0)
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
     >>> f = os.path.join(tempfile.mkdtemp(), "net.safetensors")
     >>> save_model(net, f, format="csr", metadata={"lambda": 0.1}) == os.path.getsize(f)
     True
-    >>> read_metadata(f)["extra"]
-    {'lambda': 0.1}
+    >>> meta = read_metadata(f)
+    >>> meta["extra"], meta["module"], [layer["name"] for layer in meta["layers"]]
+    ({'lambda': 0.1}, {'class': 'Sequential'}, ['0', '3'])
     """
-    if format not in STORAGES:
-        raise ValueError(f"The 'format' parameter must be one of {list(STORAGES)}. Got {format!r}.")
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise ValueError(
-            f"The 'metadata' parameter must be a mapping or None. Got {type(metadata).__name__}."
-        )
-    try:
-        extra = json.dumps(dict(metadata or {}), sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"The 'metadata' parameter must be JSON-serialisable: {exc}") from exc
-    config = _architecture(model)
-
+    _check_format(format)
+    extra = _extra_json(metadata)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"The 'model' parameter must be an nn.Module. Got {type(model).__name__}.")
+    config = _mlp_architecture(model)
     state = model.state_dict()
-    reference = build_model(config)
-    expected = reference.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            "The 'model' parameter's state_dict does not match its config: "
-            f"missing {missing}, unexpected {unexpected}."
-        )
-
-    csr_names = set()
-    if format == "csr":
-        csr_names = {f"{name}.weight" for name, _ in penalised_layers(reference)}
-
-    tensors: dict[str, Tensor] = {}
-    shapes: dict[str, list[int]] = {}
     for key, value in state.items():
-        value = _dense_cpu(value)
-        if tuple(value.shape) != tuple(expected[key].shape):
+        if not isinstance(value, Tensor):
             raise ValueError(
-                f"The 'model' parameter's tensor {key!r} has shape {tuple(value.shape)}; "
-                f"its config implies {tuple(expected[key].shape)}."
+                f"The 'model' parameter's state_dict entry {key!r} is a {type(value).__name__}, "
+                "not a tensor (extra state); a safetensors model file stores tensors only."
             )
-        if key in csr_names:
-            shapes[key] = list(value.shape)
-            for part, array in _csr_parts(value).items():
-                tensors[f"{key}.{part}"] = array
-        else:
-            tensors[key] = value
+        if isinstance(value, nn.parameter.UninitializedTensorMixin):
+            raise ValueError(
+                f"The 'model' parameter's tensor {key!r} is an uninitialised lazy parameter; "
+                "run one forward pass before saving."
+            )
+    if config is not None:
+        expected = build_model(config).state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                "The 'model' parameter's state_dict does not match its config: "
+                f"missing {missing}, unexpected {unexpected}."
+            )
+        for key, value in state.items():
+            if tuple(value.shape) != tuple(expected[key].shape):
+                raise ValueError(
+                    f"The 'model' parameter's tensor {key!r} has shape {tuple(value.shape)}; "
+                    f"its config implies {tuple(expected[key].shape)}."
+                )
+    return _write(path, state, storage=format, architecture=config or {},
+                  module={"class": type(model).__name__},
+                  layers=_layer_records(model, state), extra=extra)
 
-    header = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "storage": format,
-        "architecture": json.dumps(config, sort_keys=True),
-        "shapes": json.dumps(shapes, sort_keys=True),
-        "extra": extra,
-    }
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"The directory {directory!r} for the model file does not exist.")
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
-    size = os.path.getsize(path)
-    logger.info("Wrote %s (%s storage, %d bytes).", path, format, size)
-    return size
+# --------------------------------------------------------------------------- reading
 
 
 def _safe_open(path: str):
@@ -225,6 +321,15 @@ def _safe_open(path: str):
             f"The model file {path!r} is not a valid safetensors file (truncated or corrupt?): "
             f"{exc}"
         ) from exc
+
+
+def _derived_layers(architecture: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The layer records of a file written before they were stored (a built-in MLP)."""
+    try:
+        model = build_model(dict(architecture))
+    except (TypeError, ValueError, KeyError):
+        return []
+    return _layer_records(model, model.state_dict())
 
 
 def _read_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -254,15 +359,27 @@ def _read_header(path: str | os.PathLike) -> dict[str, Any]:
         )
     decoded: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
                                "storage": storage}
-    for key in ("architecture", "shapes", "extra"):
+    for key, default, kind in (("architecture", "{}", dict), ("module", "{}", dict),
+                               ("layers", None, list), ("shapes", "{}", dict),
+                               ("extra", "{}", dict)):
+        text = raw.get(key, default)
+        if text is None:
+            continue
         try:
-            decoded[key] = json.loads(raw.get(key, "{}"))
+            decoded[key] = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(
                 f"The model file {path!r} has unreadable {key!r} metadata: {exc}"
             ) from exc
-        if not isinstance(decoded[key], dict):
-            raise ValueError(f"The model file {path!r} has {key!r} metadata that is not a dict.")
+        if not isinstance(decoded[key], kind):
+            raise ValueError(f"The model file {path!r} has {key!r} metadata that is not a "
+                             f"{kind.__name__}.")
+    if "layers" not in decoded:
+        decoded["layers"] = _derived_layers(decoded["architecture"])
+    for layer in decoded["layers"]:
+        if not (isinstance(layer, dict) and isinstance(layer.get("name"), str)
+                and isinstance(layer.get("weight"), str) and isinstance(layer.get("shape"), list)):
+            raise ValueError(f"The model file {path!r} has a malformed 'layers' entry {layer!r}.")
     return decoded
 
 
@@ -277,8 +394,11 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"format", "version", "storage", "architecture": dict, "shapes": dict, "extra": dict}``
-        where ``shapes`` maps each CSR-stored weight to its shape.
+        ``{"format", "version", "storage", "architecture": dict, "module": dict,
+        "layers": list, "shapes": dict, "extra": dict}``, where ``architecture`` is the built-in
+        MLP's config (``{}`` for any other module), ``module`` describes the saved class
+        (``{"class": name}``), ``layers`` lists the penalised layers and ``shapes`` maps each
+        CSR-stored weight to its shape.
 
     Raises
     ------
@@ -290,81 +410,116 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return _read_header(path)
 
 
-def _read_state(
-    handle, name: str, expected: Mapping[str, Tensor], shapes: Mapping[str, Any]
-) -> tuple[dict[str, Tensor], list[str], list[str]]:
-    """Read the tensors named in ``expected`` (CSR ones expanded); list the missing and unused."""
-    available = set(handle.keys())
-    state: dict[str, Tensor] = {}
-    missing: list[str] = []
-    for key in expected:
-        if key in shapes:
-            parts = [f"{key}.{part}" for part in _CSR_PARTS]
-            absent = [p for p in parts if p not in available]
-            if absent:
-                missing.extend(absent)
-                continue
-            values, col, crow = (handle.get_tensor(p) for p in parts)
-            try:
-                shape = tuple(int(s) for s in shapes[key])
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    matrix = torch.sparse_csr_tensor(
-                        crow.to(torch.int64), col.to(torch.int64), values,
-                        size=(shape[0], int(torch.Size(shape[1:]).numel())),
-                        check_invariants=True,
-                    )
-                    state[key] = matrix.to_dense().reshape(shape)
-            except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-                raise ValueError(
-                    f"The model file {name!r} has inconsistent CSR arrays for {key!r}: {exc}"
-                ) from exc
-        elif key in available:
-            state[key] = handle.get_tensor(key)
-        else:
-            missing.append(key)
-    unused = sorted(available - set(state) - {
-        f"{key}.{part}" for key in shapes for part in _CSR_PARTS})
-    return state, missing, unused
+def _class_name(meta: Mapping[str, Any]) -> str:
+    name = meta.get("module", {}).get("class")
+    return name if isinstance(name, str) and name.isidentifier() else "YourNet"
 
 
-def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the network stored in a model file, weights exactly as saved.
+def _csr_tensor(name: str, key: str, shape: Any, values: Tensor, col: Tensor,
+                crow: Tensor) -> Tensor:
+    try:
+        shape = tuple(int(s) for s in shape)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            matrix = torch.sparse_csr_tensor(
+                crow.to(torch.int64), col.to(torch.int64), values,
+                size=(shape[0], int(torch.Size(shape[1:]).numel())),
+                check_invariants=True,
+            )
+            return matrix.to_dense().reshape(shape)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        raise ValueError(
+            f"The model file {name!r} has inconsistent CSR arrays for {key!r}: {exc}"
+        ) from exc
+
+
+def _read_all(name: str, meta: Mapping[str, Any]) -> dict[str, Tensor]:
+    """Every stored tensor under its ``state_dict`` name, CSR weights expanded to dense."""
+    shapes = meta["shapes"] if meta["storage"] == "csr" else {}
+    with _safe_open(name) as handle:
+        available = list(handle.keys())
+        present = set(available)
+        parts = {f"{key}.{part}" for key in shapes for part in _CSR_PARTS}
+        absent = sorted(p for p in parts if p not in present)
+        if absent:
+            raise ValueError(f"The model file {name!r} lacks the tensors {absent}.")
+        state: dict[str, Tensor] = {}
+        for key in available:
+            if key not in parts:
+                state[key] = handle.get_tensor(key)
+        for key, shape in shapes.items():
+            values, col, crow = (handle.get_tensor(f"{key}.{part}") for part in _CSR_PARTS)
+            state[key] = _csr_tensor(name, key, shape, values, col, crow)
+    return state
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The ``state_dict`` stored in a model file, dense or CSR, without any module.
 
     Parameters
     ----------
     path : str or path-like
-        A file written by :func:`save_model`, dense or CSR storage.
-    device : str or torch.device, default "cpu"
-        Where the returned module lives.
+        A file written by :func:`save_model`.
 
     Returns
     -------
-    nn.Module
-        The module built by :func:`~l1sparse.build_model` from the stored architecture, with the
-        stored weights (CSR weights expanded to dense tensors with exact zeros), in eval mode.
+    dict
+        ``{name: tensor}``, CSR weights expanded to dense tensors with exact zeros, on the CPU;
+        ready for ``module.load_state_dict``.
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If ``path`` is not a safetensors file, is truncated, is not an l1sparse model file, or
-        lacks tensors the architecture needs (the message names the file and the problem).
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> from l1sparse.models import mlp
-    >>> net = mlp(4, [8], 2, seed=0)
-    >>> f = os.path.join(tempfile.mkdtemp(), "net.safetensors")
-    >>> _ = save_model(net, f, format="csr")
-    >>> all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
-    ...                                        load(f).state_dict().values()))
-    True
+        If ``path`` is not a readable l1sparse model file or its CSR arrays are inconsistent.
     """
     name = os.fspath(path)
-    meta = _read_header(name)
+    return _read_all(name, _read_header(name))
+
+
+def _mismatches(state: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> list[str]:
+    """Readable differences between the file's tensors and those a module expects."""
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} (file {tuple(state[k].shape)}, module {tuple(expected[k].shape)})"
+              for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing:
+        problems.append(f"missing from the file: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"in the file but not in the module: {', '.join(unexpected)}")
+    if shapes:
+        problems.append(f"shapes differ: {', '.join(shapes)}")
+    return problems
+
+
+def _fill(model: nn.Module, name: str, meta: Mapping[str, Any], state: dict[str, Tensor]) -> None:
+    """Load ``state`` into the user's ``model``, after one check of names and shapes."""
+    expected = model.state_dict()
+    problems = _mismatches(state, expected)
+    if problems:
+        raise ValueError(
+            f"The model file {name!r} (saved from a {_class_name(meta)}) does not fit the given "
+            f"{type(model).__name__}: " + "; ".join(problems) + "."
+        )
+    cast = [k for k, v in state.items() if isinstance(expected[k], Tensor)
+            and v.is_floating_point() and v.dtype != expected[k].dtype]
+    if cast:
+        logger.warning("Loading %s: %d tensors cast to the module's dtype (e.g. %s: %s -> %s).",
+                       name, len(cast), cast[0], state[cast[0]].dtype, expected[cast[0]].dtype)
+    model.load_state_dict(state, strict=True)
+
+
+def _rebuild(name: str, meta: Mapping[str, Any], state: dict[str, Tensor]) -> nn.Module:
+    """The built-in MLP of the file's architecture, with the stored weights."""
+    if not meta["architecture"]:
+        cls = _class_name(meta)
+        raise ValueError(
+            f"The model file {name!r} holds the weights of a {cls}, which l1sparse cannot "
+            f"rebuild (the file names no code to import): construct it and pass it, as in "
+            f"load({name!r}, model={cls}())."
+        )
     try:
         model = build_model(meta["architecture"])
     except (TypeError, ValueError, KeyError) as exc:
@@ -372,14 +527,14 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.M
             f"The model file {name!r} has an architecture that build_model() cannot rebuild: {exc}"
         ) from exc
     expected = model.state_dict()
-    shapes = meta["shapes"] if meta["storage"] == "csr" else {}
-    with _safe_open(name) as handle:
-        state, missing, unused = _read_state(handle, name, expected, shapes)
+    missing = [k for k in expected if k not in state]
     if missing:
         raise ValueError(f"The model file {name!r} lacks the tensors {missing}.")
+    unused = sorted(set(state) - set(expected))
     if unused:
         logger.warning("The model file %s has tensors the architecture does not use: %s.",
                        name, unused)
+        state = {k: v for k, v in state.items() if k in expected}
     for key, value in state.items():
         if value.shape != expected[key].shape:
             raise ValueError(
@@ -391,5 +546,172 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.M
         # Keep the stored precision (e.g. a float64 model); load_state_dict would cast it away.
         model.to(floating.pop())
     model.load_state_dict(state, strict=True)
+    return model
+
+
+def load(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """Load a model file, dense or CSR: into a module you pass, or rebuilding the built-in MLP.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :func:`save_model`, dense or CSR storage.
+    model : nn.Module, optional
+        A module constructed as the saved one was (e.g. ``MyNet()``): it is filled in place with
+        the stored tensors, after one check that names and shapes match its ``state_dict``
+        exactly (the error lists every mismatch). Values are copied into the module's own
+        tensors, as ``load_state_dict`` does, so they take its dtype and device. Without it,
+        the file must hold a built-in :class:`~l1sparse.MLP`, which is rebuilt from the stored
+        architecture in the stored precision.
+    device : str or torch.device, optional
+        Where the returned module lives. Default: the CPU for a rebuilt MLP; wherever ``model``
+        already is for a given module.
+
+    Returns
+    -------
+    nn.Module
+        ``model`` itself when given, else the rebuilt MLP; with the stored weights (CSR weights
+        expanded to dense tensors with exact zeros), in eval mode.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If ``path`` is not a safetensors file, is truncated, is not an l1sparse model file, does
+        not match ``model`` (missing, unexpected or differently shaped tensors), lacks tensors
+        the architecture needs, or holds a module other than the MLP and ``model`` is not given
+        (the message says to pass ``model=YourNet()``).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from torch import nn
+    >>> def make():
+    ...     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> net = make()
+    >>> f = os.path.join(tempfile.mkdtemp(), "net.safetensors")
+    >>> _ = save_model(net, f, format="csr")
+    >>> fresh = load(f, model=make())
+    >>> all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+    ...                                        fresh.state_dict().values()))
+    True
+    >>> load(f)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: The model file '...' holds the weights of a Sequential, ... model=Sequential()).
+    """
+    name = os.fspath(path)
+    if model is not None and not isinstance(model, nn.Module):
+        raise ValueError(
+            f"The 'model' parameter must be an nn.Module or None. Got {type(model).__name__}."
+        )
+    meta = _read_header(name)
+    if model is None and not meta["architecture"]:
+        _rebuild(name, meta, {})  # raises: say to pass model= before reading any tensor
+    state = _read_all(name, meta)
+    if model is None:
+        model = _rebuild(name, meta, state)
+        device = "cpu" if device is None else device
+    else:
+        _fill(model, name, meta, state)
     logger.info("Loaded %s (%s storage).", name, meta["storage"])
-    return model.to(device).eval()
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- the file alone
+
+
+def layer_sparsity(path: str | os.PathLike) -> SparsityReport:
+    """nnz and total of each penalised layer's weight, read from the file alone (no class).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :func:`save_model`, dense or CSR storage, of any module.
+
+    Returns
+    -------
+    SparsityReport
+        One :class:`~l1sparse.sparsity.LayerSparsity` per penalised layer, in model order;
+        for an MLP file it equals ``sparsity(load(path))``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If ``path`` is not a readable l1sparse model file or lacks a layer's weight.
+    """
+    name = os.fspath(path)
+    meta = _read_header(name)
+    shapes = meta["shapes"] if meta["storage"] == "csr" else {}
+    layers = []
+    with _safe_open(name) as handle:
+        present = set(handle.keys())
+        for layer in meta["layers"]:
+            key = layer["weight"]
+            stored = f"{key}.values" if key in shapes else key
+            if stored not in present:
+                raise ValueError(f"The model file {name!r} lacks the tensor {stored!r} of the "
+                                 f"layer {layer['name']!r}.")
+            shape = tuple(int(s) for s in (shapes.get(key) or layer["shape"]))
+            nnz = int(torch.count_nonzero(handle.get_tensor(stored)))
+            layers.append(LayerSparsity(layer["name"], shape, nnz,
+                                        int(torch.Size(shape).numel())))
+    return SparsityReport(tuple(layers))
+
+
+def convert(
+    source: str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    format: str,  # noqa: A002 - as in save_model
+    metadata: Mapping[str, Any] | None = None,
+) -> int:
+    """Re-write a model file in another storage (dense ↔ CSR), without the module's class.
+
+    The tensors, architecture, module description and layers are kept; the result equals
+    ``save_model(load(source, model=...), path, format=format)`` for the same module.
+
+    Parameters
+    ----------
+    source : str or path-like
+        A file written by :func:`save_model`.
+    path : str or path-like
+        Destination file; its directory must exist. May be ``source`` itself.
+    format : {"dense", "csr"}
+        Storage of the new file.
+    metadata : mapping, optional
+        Replaces the ``extra`` metadata; by default the source's is kept.
+
+    Returns
+    -------
+    int
+        The number of bytes written.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``source`` or the directory of ``path`` does not exist.
+    ValueError
+        If ``format`` or ``metadata`` is invalid, or ``source`` is not a readable model file
+        (for an MLP file: one whose tensors do not match its architecture).
+    """
+    _check_format(format)
+    name = os.fspath(source)
+    meta = _read_header(name)
+    extra = (json.dumps(meta["extra"], sort_keys=True) if metadata is None
+             else _extra_json(metadata))
+    state = _read_all(name, meta)
+    if meta["architecture"]:
+        state = _rebuild(name, meta, state).state_dict()  # checked against the architecture
+    return _write(path, state, storage=format, architecture=meta["architecture"],
+                  module=meta.get("module", {}), layers=meta["layers"], extra=extra)

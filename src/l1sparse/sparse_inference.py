@@ -153,6 +153,39 @@ class SparseLinear(nn.Module):
             out = out.reshape(*x.shape[:-1], self.out_features)
         return out
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        # copy_ cannot write into a CSR tensor (its nnz is fixed), so a loaded weight replaces
+        # the buffer: dense (e.g. from nn.Linear's state_dict or a model file) or CSR.
+        for what in ("weight", "bias"):
+            current = getattr(self, what)
+            key = prefix + what
+            if current is None:
+                continue
+            if key not in state_dict:
+                missing_keys.append(key)
+                continue
+            value = state_dict[key]
+            if not isinstance(value, Tensor) or tuple(value.shape) != tuple(current.shape):
+                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                error_msgs.append(f"size mismatch for {key}: copying a param with shape {shape} "
+                                  f"from checkpoint, the shape in current model is "
+                                  f"{tuple(current.shape)}.")
+                continue
+            value = value.detach().to(dtype=current.dtype, device=current.device)
+            if what == "weight":
+                value = value if value.layout == torch.sparse_csr else _to_csr(value)
+            else:
+                value = value.clone()
+            setattr(self, what, value)  # a registered buffer: the assignment replaces it
+        if strict:
+            for key in state_dict:
+                if key.startswith(prefix) and key[len(prefix):].split(".", 1)[0] not in (
+                        "weight", "bias"):
+                    unexpected_keys.append(key)
+            if self.bias is None and prefix + "bias" in state_dict:
+                unexpected_keys.append(prefix + "bias")
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, nnz={self.nnz}, "
