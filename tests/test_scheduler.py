@@ -152,18 +152,32 @@ def test_bfloat16_autocast_gives_the_same_count_within_the_tolerance():
     assert abs(counts[0] - counts[1]) <= 2 * sched.target.scopes[0].tol
 
 
-def test_a_step_with_non_finite_gradients_is_ignored():
+def test_a_step_the_optimizer_skipped_is_ignored():
+    """As with a GradScaler that found non-finite gradients: ``scaler.step(opt)`` skips
+    ``opt.step()``, the loop still calls ``sched.step()``."""
     X, y = _blobs()
     net = mlp(12, [8], 3, seed=0)
     opt = ProxSGD(param_groups(net), lr=0.05)
     sched = SparsityScheduler(opt, zero_fraction=0.5, total_steps=10, n_samples=len(X))
     nn.functional.cross_entropy(net(X), y).backward()
-    net.fc1.weight.grad[0, 0] = float("inf")
-    sched.step()
+    sched.step()  # no optimizer step before it
     assert sched.last_step == 0 and sched.skipped_steps == 1
-    net.fc1.weight.grad[0, 0] = 0.0
+    opt.step()
     sched.step()
-    assert sched.last_step == 1
+    assert sched.last_step == 1 and sched.skipped_steps == 1
+
+
+def test_non_finite_gradients_never_set_the_first_lambda():
+    X, y = _blobs()
+    net = mlp(12, [8], 3, seed=0)
+    opt = ProxSGD(param_groups(net), lr=0.05)
+    sched = SparsityScheduler(opt, zero_fraction=0.5, total_steps=20, n_samples=len(X),
+                              lead=0.5)
+    nn.functional.cross_entropy(net(X), y).backward()
+    net.fc1.weight.grad[0, 0] = float("nan")
+    opt.step()
+    sched.step()
+    assert sched._l1 == [0.0] and sched.last_step == 1
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -218,26 +232,30 @@ def test_the_guard_stops_a_collapse_it_is_shown():
     net = mlp(12, [64], 3, seed=0)
     opt = ProxSGD(param_groups(net), lr=0.05, momentum=0.9)
     sched = SparsityScheduler(opt, zero_fraction=0.9, total_steps=1000, n_samples=len(X),
-                              guard_every=50, penalty="l1")
+                              guard_every=50, penalty="l1", check_every=1)
     batches = _fixed_batches(X, y, 60)
     _run(net, opt, sched, X, y, batches[:40])
     assert sched.guard_events == 0 and sched._l1[0] > 0
     before = sched._l1[0]
     with torch.no_grad():  # a collapse: 20 of the 64 hidden units lose every incoming weight
         net.fc1.weight[:20] = 0
+    opt.zero_grad()  # an optimizer step that changes nothing (no gradients)
+    opt.step()
     sched.step()
     assert sched.guard_events == 1
     assert sched._l1[0] == pytest.approx(before / 1.5)
     # the count is far above the schedule, yet λ may not rise for the rest of the window
     backed = sched._l1[0]
     for _ in range(20):
+        opt.step()
         sched.step()
     assert sched._l1[0] <= backed
     # without the guard the same collapse is ignored
     free = SparsityScheduler(opt, zero_fraction=0.9, total_steps=1000, n_samples=len(X),
-                             guard=1.0, penalty="l1")
+                             guard=1.0, penalty="l1", check_every=1)
     with torch.no_grad():
         net.fc1.weight[20:40] = 0
+    opt.step()
     free.step()
     assert free.guard_events == 0
 

@@ -22,7 +22,8 @@ from torch.optim.sgd import sgd as sgd_update
 
 from .penalty import L1_WEIGHT
 
-__all__ = ["soft_threshold", "soft_threshold_", "prox_l1_", "prox_l1_diagonal_", "sgd_threshold",
+__all__ = ["soft_threshold", "soft_threshold_", "prox_l1_", "prox_l1_diagonal_",
+           "prox_l1_weighted_", "sgd_threshold",
            "ProxSGD", "ProxAdam"]
 
 
@@ -71,6 +72,21 @@ def prox_l1_diagonal_(params: list[Tensor], denoms: list[Tensor], c: float) -> N
     for p in params:
         soft_threshold_(p, c)  # ... S_c(u) ...
     torch._foreach_div_(params, denoms)  # ... / d (0 / d = 0: the zeros stay exact)
+
+
+@torch.no_grad()
+def prox_l1_weighted_(params: list[Tensor], weights: list[Tensor], tau: float) -> None:
+    """``p ← S_{τ·c}(p)`` entrywise, the prox of ``τ Σ_i c_i |p_i|`` (``c > 0``).
+
+    Computed in place as ``c · S_τ(p / c)``: no temporaries, and exactly zero wherever
+    ``|p| ≤ τ·c`` (``0 · c = 0``).
+    """
+    if not params:
+        return
+    torch._foreach_div_(params, weights)
+    for p in params:
+        soft_threshold_(p, tau)
+    torch._foreach_mul_(params, weights)
 
 
 def _prox_sgd_kernel(groups: list[tuple]) -> None:
@@ -285,16 +301,18 @@ class ProxSGD(_L1Groups, SGD):
             if group["l1"] <= 0:
                 continue
             tau = sgd_threshold(group)
-            plain = []
+            plain, weighted, weights = [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 c = self.state[p].get(L1_WEIGHT) if p in self.state else None
                 if c is None:
                     plain.append(p)
-                else:  # the weighted penalty: threshold τ·c_i per entry
-                    soft_threshold_(p, tau * c)
+                else:
+                    weighted.append(p)
+                    weights.append(c)
             prox_l1_(plain, tau)
+            prox_l1_weighted_(weighted, weights, tau)
         return loss
 
     def _sgd_update(self) -> None:

@@ -61,6 +61,17 @@ log = logging.getLogger(__name__)
 REDUCTIONS = ("mean", "sum")
 
 
+def _live_counts(nonzero: Tensor) -> list[Tensor]:
+    """Live rows and columns of a weight's nonzero mask, as 0-d tensors (no host sync)."""
+    if nonzero.dim() < 2:
+        n = nonzero.sum()
+        return [n, n]
+    dims = tuple(range(nonzero.dim()))
+    rows = nonzero.any(dim=dims[1:]) if nonzero.dim() > 2 else nonzero.any(dim=1)
+    cols = (nonzero.any(dim=(0, *dims[2:])) if nonzero.dim() > 2 else nonzero.any(dim=0))
+    return [rows.sum(), cols.sum()]
+
+
 @torch.no_grad()
 def live_units(weight: Tensor) -> tuple[int, int]:
     """``(live outputs, live inputs)`` of a weight: rows and columns (output and input
@@ -69,13 +80,8 @@ def live_units(weight: Tensor) -> tuple[int, int]:
     >>> live_units(torch.tensor([[0.0, 1.0], [0.0, 0.0], [2.0, 0.0]]))
     (2, 2)
     """
-    nz = weight != 0
-    if nz.dim() == 1:
-        n = int(nz.sum())
-        return n, n
-    rows = nz.flatten(1).any(dim=1)
-    cols = nz.transpose(0, 1).flatten(1).any(dim=1)
-    return int(rows.sum()), int(cols.sum())
+    rows, cols = _live_counts(weight != 0)
+    return int(rows), int(cols)
 
 
 def _positive_int(value, what: str) -> int:
@@ -137,6 +143,10 @@ class SparsityScheduler:
         extrapolated over ``lead`` of the run) with the schedule ``lead`` of the run ahead.
     init_factor : float, default 0.1
         The first λ is this share of the first-order guess: a start on the dense side.
+    check_every : int, optional
+        Steps between counts of the nonzeros (a pass over every weight); the corrections of
+        the steps in between are applied at once. Default ``max(1, min(10, total_steps //
+        300))``: counting costs a few percent of a step instead of most of one.
     finish : bool, default True
         Land on the target with an explicit final projection at the last step if needed.
 
@@ -182,6 +192,7 @@ class SparsityScheduler:
         guard_backoff: float = 1.5,
         lead: float = 0.05,
         init_factor: float = 0.1,
+        check_every: int | None = None,
         finish: bool = True,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -195,6 +206,8 @@ class SparsityScheduler:
                 "with l1sparse.param_groups(model) (a plain torch.optim optimizer would leave "
                 "the network dense).")
         self.optimizer = optimizer
+        self._optimizer_steps = self._seen_optimizer_steps = 0
+        self._hook = optimizer.register_step_post_hook(self._on_optimizer_step)
         self.total_steps = _positive_int(total_steps, "total_steps")
         if loss_reduction not in REDUCTIONS:
             raise ValueError(f"The 'loss_reduction' parameter must be one of {list(REDUCTIONS)}. "
@@ -220,6 +233,8 @@ class SparsityScheduler:
         self.guard = _fraction(guard, "guard")
         self.guard_every = (max(10, self.total_steps // 100) if guard_every is None
                             else _positive_int(guard_every, "guard_every"))
+        self.check_every = (max(1, min(10, self.total_steps // 300)) if check_every is None
+                            else _positive_int(check_every, "check_every"))
         self.guard_backoff = float(guard_backoff)
         if not (math.isfinite(self.guard_backoff) and self.guard_backoff >= 1):
             raise ValueError(f"The 'guard_backoff' parameter must be >= 1. Got {guard_backoff!r}.")
@@ -252,6 +267,7 @@ class SparsityScheduler:
         self._nnz: dict[str, int] = self._count()
         # live units at the start of the current guard window
         self._live_ref: dict[str, tuple[int, int]] = dict(self._live)
+        self._window_start = self._last_check = self._last_record = 0
         self._write_l1()
 
     @property
@@ -325,20 +341,20 @@ class SparsityScheduler:
             ps = groups[n]["params"]
             nz = [p != 0 for p in ps]
             stats.append(sum(m.sum() for m in nz))
-            m = nz[0]
-            if m.dim() < 2:
-                stats += [m.sum(), m.sum()]
-            else:
-                stats += [m.flatten(1).any(dim=1).sum(), m.transpose(0, 1).flatten(1).any(dim=1).sum()]
-        values = [int(v) for v in torch.stack(stats).tolist()]
-        self._live = {n: (values[3 * i + 1], values[3 * i + 2]) for i, n in enumerate(names)}
-        return {n: values[3 * i] for i, n in enumerate(names)}
+            stats += _live_counts(nz[0])
+        values = torch.stack(stats).tolist()
+        self._live = {n: (int(values[3 * i + 1]), int(values[3 * i + 2]))
+                      for i, n in enumerate(names)}
+        return {n: int(values[3 * i]) for i, n in enumerate(names)}
 
     def _write_l1(self) -> None:
         groups = self._groups
         for s, l1 in zip(self.target.scopes, self._l1):
             for n in s.layers:
                 groups[n]["l1"] = l1
+
+    def _on_optimizer_step(self, optimizer, args, kwargs) -> None:
+        self._optimizer_steps += 1
 
     def _grads_finite(self) -> bool:
         grads = [p.grad for g in self._groups.values() for p in g["params"] if p.grad is not None]
@@ -363,24 +379,34 @@ class SparsityScheduler:
     @torch.no_grad()
     def step(self) -> None:
         """Take one scheduler step; call it once after every ``optimizer.step()``."""
-        if not self._grads_finite():  # e.g. a step skipped by a GradScaler
+        # a step the optimizer did not take (a GradScaler skips it when the gradients are
+        # not finite) is no step: counted by a hook on optimizer.step, not by a pass over
+        # the gradients
+        if self._optimizer_steps == self._seen_optimizer_steps:
             self.skipped_steps += 1
+            self._seen_optimizer_steps = self._optimizer_steps
             return
+        self._seen_optimizer_steps = self._optimizer_steps
         self.last_step += 1
         t = self.last_step
         if t > self.total_steps:
-            self._nnz = self._count()
             return
         steering = t <= self.hold * self.total_steps
         if steering and self.penalty.adaptive and (t - 1) % self.penalty.refresh_every == 0:
             set_l1_weights(self.optimizer, self.penalty)
+        # counting is a pass over every weight: done every `check_every` steps (and at the
+        # first and last), with the correction of the steps in between applied at once
+        if not (t == 1 or t % self.check_every == 0 or t == self.total_steps):
+            return
+        elapsed, self._last_check = t - self._last_check, t
         self._nnz = self._count()
         if steering:
-            self._steer(t)
+            self._steer(t, elapsed)
         if t == self.total_steps and self.finish and not self.met:
             self._finish()
             self._nnz = self._count()
-        if t % self.guard_every == 0 or t == self.total_steps:
+        if t - self._last_record >= self.guard_every or t == self.total_steps:
+            self._last_record = t
             self.history.append({"step": t, "lambdas": self.lambdas if self._can_scale() else
                                  {n: float(g["l1"]) for n, g in self._groups.items()},
                                  "nnz": dict(self._nnz), "met": self.met,
@@ -389,7 +415,7 @@ class SparsityScheduler:
     def _can_scale(self) -> bool:
         return self.loss_reduction == "sum" or self.n_samples is not None
 
-    def _steer(self, t: int) -> None:
+    def _steer(self, t: int, elapsed: int = 1) -> None:
         backoff = self._guard(t)
         # the count lags λ (a weight needs steps to shrink to zero): steer towards the
         # schedule a little ahead
@@ -398,8 +424,9 @@ class SparsityScheduler:
         for i, (s, sched_zero) in enumerate(zip(self.target.scopes,
                                                 self.scheduled_zero_fraction(ahead))):
             now = sum(self._nnz[n] for n in s.layers)
-            if self._prev[i] is not None:
-                self._slope[i] += self.slope_weight * ((now - self._prev[i]) - self._slope[i])
+            if self._prev[i] is not None:  # an average over about lead/2 of the run
+                w = min(1.0, self.slope_weight * elapsed)
+                self._slope[i] += w * ((now - self._prev[i]) / elapsed - self._slope[i])
             self._prev[i] = now
             # where the count is heading: its present trend over the horizon
             count = max(0.5, now + self._slope[i] * horizon) if self._l1[i] > 0 else now
@@ -408,7 +435,7 @@ class SparsityScheduler:
                 if sched_zero <= 0 or count <= scheduled:
                     continue
                 scores = self._scores(s)
-                if scores is None:
+                if scores is None or not bool(torch.isfinite(scores).all()):
                     continue
                 self._l1[i] = self.init_factor * first_order_guess(scores, scheduled)
                 log.debug("scope %d: first l1 %.4g at step %d", i, self._l1[i], t)
@@ -416,8 +443,8 @@ class SparsityScheduler:
             if backoff:
                 self._l1[i] /= self.guard_backoff
                 continue
-            factor = controller_factor(count, scheduled, gain=self.gain,
-                                       max_factor=self.max_factor)
+            factor = controller_factor(count, scheduled, gain=self.gain * elapsed,
+                                       max_factor=self.max_factor ** elapsed)
             if factor > 1 and t < self._rise_blocked_until:
                 factor = 1.0
             self._l1[i] *= factor
@@ -437,11 +464,13 @@ class SparsityScheduler:
                 self.guard_events += 1
                 self._rise_blocked_until = t + self.guard_every
                 self._live_ref = dict(live)
+                self._window_start = t
                 log.info("guard: %s lost live units (%d→%d rows, %d→%d cols) at step %d; "
                          "lambda backs off", n, r0, rows, c0, cols, t)
                 return True
-        if t % self.guard_every == 0:
+        if t - self._window_start >= self.guard_every:
             self._live_ref = dict(live)
+            self._window_start = t
         return False
 
     @torch.no_grad()
@@ -464,7 +493,7 @@ class SparsityScheduler:
                     removed += int(drop.sum())
                     p.masked_fill_(drop, 0.0)
             elif count < s.nnz - s.tol:  # too sparse: let in the zeros under most pressure
-                if any(p.grad is None for p in params):
+                if any(p.grad is None for p in params) or not self._grads_finite():
                     continue
                 scores = torch.cat([torch.where(p == 0, p.grad.abs() / (1 if c is None else c),
                                                 torch.full_like(p, -1.0)).flatten()
@@ -483,9 +512,12 @@ class SparsityScheduler:
     def state_dict(self) -> dict:
         """The scheduler's own state (plain types only; the optimizer is not included)."""
         return {"last_step": self.last_step, "skipped_steps": self.skipped_steps,
+                "optimizer_steps": self._optimizer_steps,
                 "l1": list(self._l1), "slope": list(self._slope), "prev": list(self._prev),
                 "live_ref": {n: list(v) for n, v in self._live_ref.items()},
                 "rise_blocked_until": self._rise_blocked_until,
+                "window_start": self._window_start, "last_check": self._last_check,
+                "last_record": self._last_record,
                 "guard_events": self.guard_events, "final": self.final,
                 "history": [dict(h) for h in self.history],
                 "target": self.target.echo(), "total_steps": self.total_steps}
@@ -499,11 +531,15 @@ class SparsityScheduler:
                              f"this one {self.target.echo()}, {self.total_steps} steps).")
         self.last_step = int(state["last_step"])
         self.skipped_steps = int(state["skipped_steps"])
+        self._optimizer_steps = self._seen_optimizer_steps = int(state["optimizer_steps"])
         self._l1 = [float(v) for v in state["l1"]]
         self._slope = [float(v) for v in state["slope"]]
         self._prev = [None if v is None else int(v) for v in state["prev"]]
         self._live_ref = {n: (int(v[0]), int(v[1])) for n, v in state["live_ref"].items()}
         self._rise_blocked_until = int(state["rise_blocked_until"])
+        self._window_start = int(state["window_start"])
+        self._last_check = int(state["last_check"])
+        self._last_record = int(state["last_record"])
         self.guard_events = int(state["guard_events"])
         self.final = state["final"]
         self.history = [dict(h) for h in state["history"]]
