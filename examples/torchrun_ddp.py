@@ -8,6 +8,7 @@ scheduler counts the same nonzeros and takes the same λ decisions: nothing to s
 """
 
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -46,6 +47,8 @@ for epoch in range(epochs):
 
 lambdas = ",".join(f"{v:.9g}" for v in sched.lambdas.values())
 nnz = ",".join(str(v) for v in sched.nnz.values())
-print(f"rank {rank} of {world}: met={sched.met} lambda={lambdas} nnz={nnz}", flush=True)
+# one write per line: the ranks share the launcher's stdout
+sys.stdout.write(f"rank {rank} of {world}: met={sched.met} lambda={lambdas} nnz={nnz}\n")
+sys.stdout.flush()
 if world > 1:
     dist.destroy_process_group()
