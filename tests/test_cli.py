@@ -247,3 +247,25 @@ def test_debias_keeps_the_zeros_and_records_the_l1_solution(cls_file, tmp_path):
     assert abs(result["zero_fraction"] - 0.9) <= 0.005  # the support did not change
     assert set(result["debias"]["l1_solution"]) == {"train_metric", "test_metric"}
     assert result["train_metric"] >= result["debias"]["l1_solution"]["train_metric"] - 0.01
+
+
+def test_fit_keeps_the_weighted_penalty_and_inspect_checks_its_conditions(cls_file, tmp_path,
+                                                                          capsys):
+    out = tmp_path / "w"
+    code = main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "16",
+                 "--target-sparsity", "0.8", "--steps", "600", "--quiet", "--out", str(out)])
+    result = json.loads((out / "result.json").read_text())
+    assert code == 0 and result["penalty"] == "reweighted"
+    from safetensors.torch import load_file
+
+    c = load_file(str(out / "penalty_weights.safetensors"))
+    assert sorted(c) == ["fc1", "fc2"] and all(bool((v > 0).all()) for v in c.values())
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--data", str(cls_file), "--task", "classification"]) == 0
+    assert "weighted penalty" in capsys.readouterr().out
+    plain = tmp_path / "p"
+    assert main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "16",
+                 "--target-sparsity", "0.8", "--steps", "600", "--penalty", "l1", "--quiet",
+                 "--out", str(plain)]) == 0
+    assert json.loads((plain / "result.json").read_text())["penalty"] == "l1"
+    assert not (plain / "penalty_weights.safetensors").exists()

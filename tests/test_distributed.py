@@ -37,8 +37,9 @@ def test_two_ranks_match_one_process(cls_file, tmp_path, mode):
     for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(q, p, rtol=0, atol=1e-4, msg=name)
     # only rank 0 wrote: one result, no stray temporary files
+    weighted = ["penalty_weights.safetensors"] if mode == "warm" else []  # reweighted l1
     assert sorted(f.name for f in (tmp_path / "ddp").iterdir()) == [
-        "checkpoint.pt", "history.csv", "model.safetensors", "result.json"]
+        "checkpoint.pt", "history.csv", "model.safetensors", *weighted, "result.json"]
 
 
 def _characterize_on_rank(rank, world, port, path):

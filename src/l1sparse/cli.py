@@ -169,7 +169,8 @@ def _batch(text: str) -> int | None | str:
 # --------------------------------------------------------------------------- output
 
 
-RUN_FILES = ("result.json", "history.csv", "model.safetensors", "checkpoint.pt")
+RUN_FILES = ("result.json", "history.csv", "model.safetensors", "checkpoint.pt",
+             "penalty_weights.safetensors")
 
 
 def _check_out(out: str, *, resume: bool = False, force: bool = False) -> None:
@@ -814,6 +815,11 @@ def _fit(args, *, rank: int, world: int) -> int:
     summary = _write_fit_results(out, args, data, model, target, result,
                                  resumed_from=resumed_from, world=world, debiased=debiased,
                                  extra={"polish": polished})
+    if result.penalty_weights:  # the c_i of the weighted penalty the model was trained with
+        from safetensors.torch import save_file
+
+        weights = {k: v.detach().cpu().contiguous() for k, v in result.penalty_weights.items()}
+        atomic_write(out / PENALTY_WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
     # the one-line result, also under --quiet (which hides progress only)
     met = "met" if result.converged else f"NOT met (off by {_count(result.distance)} weights)"
     test_m = summary["test_metric"]
@@ -914,6 +920,11 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
     summary = _write_fit_results(out, args, data, model, target, result,
                                  resumed_from=resumed_from, world=world, debiased=debiased,
                                  extra={"polish": polished})
+    if result.penalty_weights:  # the c_i of the weighted penalty the model was trained with
+        from safetensors.torch import save_file
+
+        weights = {k: v.detach().cpu().contiguous() for k, v in result.penalty_weights.items()}
+        atomic_write(out / PENALTY_WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
     for w in result.warnings:
         print(f"l1sparse: warning: {w}", file=sys.stderr)
     if not result.converged:
@@ -1148,9 +1159,27 @@ def cmd_inspect(args) -> int:
         print(summary.summary())
         from .characterize import stationarity
 
+        weights = _read_penalty_weights(source)
         print(stationarity(model, data.X_train, data.y_train, task=task,
-                           lambdas=lambdas).line())
+                           lambdas=lambdas, weights=weights).line()
+              + (" (weighted penalty: c_i from " + PENALTY_WEIGHTS + ")" if weights else ""))
     return EXIT_OK
+
+
+PENALTY_WEIGHTS = "penalty_weights.safetensors"
+
+
+def _read_penalty_weights(model_file: Path) -> dict | None:
+    """The c_i of a weighted penalty, saved by `fit` beside the model of a run directory."""
+    path = model_file.parent / PENALTY_WEIGHTS
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - a damaged side file is one clear line
+        raise UsageError(f"cannot read the penalty weights {path}: {exc}") from None
 
 
 def _check_model_fits_data(model, data, source, name) -> None:
