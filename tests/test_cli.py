@@ -269,3 +269,16 @@ def test_fit_keeps_the_weighted_penalty_and_inspect_checks_its_conditions(cls_fi
                  "--out", str(plain)]) == 0
     assert json.loads((plain / "result.json").read_text())["penalty"] == "l1"
     assert not (plain / "penalty_weights.safetensors").exists()
+
+
+def test_train_with_the_reweighted_penalty(cls_file, capsys):
+    common = ["train", "--data", str(cls_file), "--task", "classification", "--hidden", "16",
+              "--lam", "3", "--epochs", "4"]
+    assert main([*common, "--penalty", "reweighted"]) == 0
+    weighted = capsys.readouterr().out
+    assert main(common) == 0
+    plain = capsys.readouterr().out
+    assert "stationarity at lambda" in weighted and weighted != plain
+    assert main([*common, "--penalty", "reweighted", "--batch-size", "full"]) == 2
+    err = capsys.readouterr().err
+    assert "--penalty reweighted needs mini-batch" in err and len(err.strip().splitlines()) == 1

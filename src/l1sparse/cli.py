@@ -423,9 +423,13 @@ def cmd_train(args) -> int:
                             momentum=args.momentum, batch_size=args.batch_size, seed=args.seed,
                             tol=args.stop_tol if args.stop_tol > 0 else
                             (1e-12 if full_batch else 0.0),
-                            schedule_epochs=None if full_batch else args.epochs)
+                            schedule_epochs=None if full_batch else args.epochs,
+                            penalty=_train_penalty(args, model, full_batch))
     t0 = time.perf_counter()
     epochs_done = solver.solve(lambdas, args.epochs)
+    weights = {g["name"]: solver.optimizer.state[g["params"][0]]["l1_weight"]
+               for g in solver.optimizer.param_groups
+               if "l1_weight" in solver.optimizer.state.get(g["params"][0], {})}
     seconds = time.perf_counter() - t0
     stopped = "converged" if full_batch and epochs_done < args.epochs else "max_epochs"
     _maybe_polish(args, model, data, lambdas)
@@ -444,8 +448,20 @@ def cmd_train(args) -> int:
     from .characterize import stationarity
 
     model.eval()
-    print(stationarity(model, X, y, task=data.task, lambdas=lambdas).line())
+    print(stationarity(model, X, y, task=data.task, lambdas=lambdas,
+                       weights=weights or None).line())
     return EXIT_OK
+
+
+def _train_penalty(args, model, full_batch: bool) -> str:
+    """`train --penalty`: plain l1 unless asked; reweighted needs mini-batch training."""
+    penalty = getattr(args, "penalty", "l1")
+    if penalty == "auto":
+        penalty = "l1"
+    if penalty == "reweighted" and full_batch:
+        raise UsageError("--penalty reweighted needs mini-batch training (--batch-size B): its "
+                         "weights are refreshed each epoch during the first 85 % of the run")
+    return penalty
 
 
 def _target(args, model):
@@ -1288,6 +1304,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one lambda (>= 0, summed-loss scale) for all layers")
     p.add_argument("--layer-lam", type=_layer_lam, default=None,
                    help="per-layer lambdas: 1,2,3 or fc1=2,fc3=0.5")
+    p.add_argument("--penalty", choices=["l1", "reweighted"], default="l1",
+                   help="plain l1 (default, the paper's model) or reweighted l1 (weights c_i "
+                        "refreshed each epoch during the first 85 %% of the run, then held)")
     p.add_argument("--stop-tol", type=_number(float, low=0), default=0.0,
                    help="stop when the objective's relative change is below this")
     p.add_argument("--polish", action="store_true",
