@@ -36,13 +36,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from .losses import check_task, fidelity
+from .losses import check_task
 from .penalty import layer_names, penalised_layers
 from .config import DEFAULTS
 from .select import TrainingSolver
 from .select import check_fraction as _check_fraction
 from .sparsity import nnz_per_layer
-from .train import DivergenceError, debias, make_optimizer
+from .train import DivergenceError, debias, make_optimizer, train_steps
 
 __all__ = [
     "BaselineResult",
@@ -480,9 +480,7 @@ def gradual_magnitude_pruning(
     opt = make_optimizer(model, optimizer, lr=lr, lambdas={n_: 0.0 for n_ in layer_names(model)},
                          n_samples=n, momentum=momentum)
     weights = [m.weight for _, m in layers]
-    masks: list[Tensor] | None = None
     generator = torch.Generator().manual_seed(seed)
-    step, prunes = 0, 0
 
     def prune_to(fraction: float) -> list[Tensor]:
         new = _global_masks(weights, fraction)
@@ -490,40 +488,41 @@ def gradual_magnitude_pruning(
             torch._foreach_mul_(weights, new)
         return new
 
+    state = {"masks": None, "prunes": 0, "step": 0}
     if t_begin == 0 and s_init > 0:
-        masks, prunes = prune_to(s_init), 1
-    for epoch in range(epochs):
-        scale = lr_final + (1 - lr_final) * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
-        for group in opt.param_groups:
-            group["lr"] = lr * scale
-        model.train()
-        seen = torch.zeros((), dtype=torch.float64, device=X.device)
-        order = torch.randperm(n, generator=generator) if bs < n else None
-        for start in range(0, n, bs):
-            if order is None:
-                xb, yb = X, y
-            else:
-                idx = order[start:start + bs].to(X.device)
-                xb, yb = X[idx], y[idx]
-            opt.zero_grad(set_to_none=True)
-            loss = fidelity(model(xb), yb, task, reduction="mean")
-            loss.backward()
-            if masks is not None:
-                torch._foreach_mul_([w.grad for w in weights], masks)
-            opt.step()
-            step += 1
-            if masks is not None:
-                with torch.no_grad():
-                    torch._foreach_mul_(weights, masks)
-            if t_begin <= step <= t_end and ((step - t_begin) % frequency == 0 or step == t_end):
-                masks = prune_to(gmp_schedule(step, initial=s_init, final=target,
-                                              begin=t_begin, end=t_end))
-                prunes += 1
-            seen += loss.detach().double() * xb.shape[0]
-        if not math.isfinite(float(seen)):
-            raise DivergenceError(
-                f"The loss became {float(seen)} in epoch {epoch + 1} of gradual magnitude "
-                f"pruning: training diverged. Try a smaller learning rate (lr={lr:g}).")
+        state["masks"], state["prunes"] = prune_to(s_init), 1
+
+    def mask_gradient(i: int):
+        def hook(grad: Tensor) -> Tensor:  # pruned weights get no gradient
+            masks = state["masks"]
+            return grad if masks is None else grad * masks[i]
+        return hook
+
+    def after_step() -> None:  # keep the zeros exact, and prune on the schedule
+        state["step"] += 1
+        step = state["step"]
+        if state["masks"] is not None:
+            with torch.no_grad():
+                torch._foreach_mul_(weights, state["masks"])
+        if t_begin <= step <= t_end and ((step - t_begin) % frequency == 0 or step == t_end):
+            state["masks"] = prune_to(gmp_schedule(step, initial=s_init, final=target,
+                                                   begin=t_begin, end=t_end))
+            state["prunes"] += 1
+
+    # the cosine decay over the epochs, to lr · lr_final, set at the start of every epoch
+    decay = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda e: lr_final + (1 - lr_final) * 0.5 * (1 + math.cos(math.pi * e / epochs)))
+    hooks = [w.register_hook(mask_gradient(i)) for i, w in enumerate(weights)]
+    try:
+        train_steps(model, (X, y), opt, task=task, steps=total_steps,
+                    batch_size=None if bs >= n else bs, generator=generator,
+                    after_step=after_step, on_epoch=lambda *_: decay.step())
+    except DivergenceError as exc:
+        raise DivergenceError(f"gradual magnitude pruning: {exc}") from None
+    finally:
+        for h in hooks:
+            h.remove()
+    prunes = state["prunes"]
     nnz, total = _sparsity(model)
     return BaselineResult("gradual magnitude pruning", model, target, 1 - nnz / total, nnz,
                           total, epochs=epochs, epochs_total=epochs,

@@ -814,9 +814,9 @@ def fit_sparse(
             if callback is not None:
                 callback(rec)
 
-    def on_epoch(step: int, mean_loss: float) -> None:
-        if history:
-            history[-1].loss = mean_loss * n
+    def on_epoch(step: int, loss_sum: float, samples: int) -> None:
+        if history:  # the mean batch loss of the pass, on the summed scale
+            history[-1].loss = loss_sum / max(samples, 1) * n
         if checkpoint is not None:
             checkpoint({"format": 2, "step": step, "model": model.state_dict(),
                         "optimizer": opt.state_dict(), "lr_scheduler": lr_sched.state_dict(),

@@ -175,51 +175,38 @@ def train(
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
         raise ValueError(f"The 'batch_size' parameter must be a positive integer. Got {batch_size}.")
     n = X.shape[0]
+    per_epoch = batches_per_epoch(n, batch_size)
+    whole, part = int(epochs), epochs - int(epochs)
+    # a partial last pass takes that fraction of a fresh permutation's batches
+    steps = whole * per_epoch + (max(1, round(part * per_epoch)) if part > 0 else 0)
     lambdas = optimizer_lambdas(optimizer, n)
     core = getattr(model, "module", model)  # the network itself under a DDP wrapper
-    rank, world = shard if shard is not None else (0, 1)
     result = TrainResult()
-    previous = math.inf
-    for epoch in range(math.ceil(epochs)):
-        fraction = min(1.0, epochs - epoch)
-        t0 = time.perf_counter()
-        snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.train()
-        seen = torch.zeros((), dtype=torch.float64, device=X.device)
-        for idx in _batches(n, batch_size, generator, fraction):
-            if idx is not None and idx.device != X.device:
-                idx = idx.to(X.device, non_blocking=True)
-            xb, yb = (X, y) if idx is None else (X[idx], y[idx])
-            if world > 1:
-                scale = world / xb.shape[0]
-                xb, yb = xb[rank::world], yb[rank::world]
-            else:
-                scale = 1.0 / xb.shape[0]
-            # keep the gradient buffers: a fresh fc1-sized gradient every step costs page faults
-            optimizer.zero_grad(set_to_none=False)
-            local_sum = fidelity(model(xb), yb, task, reduction="sum")
-            (local_sum * scale).backward()
-            optimizer.step()
-            seen += local_sum.detach().double()
-        fid = float(seen)
-        if not math.isfinite(fid) or not _finite(model):
-            model.load_state_dict(snapshot)
-            raise DivergenceError(
-                f"The loss became {fid} in epoch {epoch_offset + epoch + 1}: training diverged. "
-                f"Try a smaller learning rate (lr={optimizer.param_groups[0]['lr']:g}). "
-                "The model keeps the weights from the start of that epoch."
-            )
+    state = {"previous": math.inf, "t0": time.perf_counter(), "step": 0}
+
+    def on_epoch(step: int, fidelity_sum: float, samples: int) -> bool:
+        done = step - state["step"]
+        state["step"] = step
+        fraction = done / per_epoch
         norms = l1_norms(core)
         pen = sum(lambdas.get(k, 0.0) * v for k, v in norms.items())
-        record = EpochRecord(epoch_offset + epoch + fraction, fraction, fid + pen, fid, pen,
-                             nnz_per_layer(core), time.perf_counter() - t0)
+        record = EpochRecord(epoch_offset + step / per_epoch, fraction, fidelity_sum + pen,
+                             fidelity_sum, pen, nnz_per_layer(core),
+                             time.perf_counter() - state["t0"])
+        state["t0"] = time.perf_counter()
         result.history.append(record)
         if callback is not None:
             callback(record)
-        if tol > 0 and abs(previous - record.objective) <= tol * abs(record.objective):
+        if tol > 0 and abs(state["previous"] - record.objective) <= tol * abs(record.objective):
             result.stopped = "converged"
-            break
-        previous = record.objective
+            return True
+        state["previous"] = record.objective
+        return False
+
+    if steps > 0:
+        train_steps(model, (X, y), optimizer, task=task, steps=steps, batch_size=batch_size,
+                    generator=generator, on_epoch=on_epoch, shard=shard,
+                    epoch_offset=epoch_offset)
     log.debug("trained %d epochs (%s)", result.epochs, result.stopped)
     return result
 
@@ -300,6 +287,7 @@ def train_steps(
     on_epoch: Callable[[int, float], None] | None = None,
     shard: tuple[int, int] | None = None,
     device: torch.device | None = None,
+    epoch_offset: float = 0,
 ) -> int:
     """The library's one mini-batch training loop: ``steps`` optimizer steps on the mean loss.
 
@@ -314,8 +302,8 @@ def train_steps(
     after_step : callable, optional
         Called after every ``optimizer.step()`` (schedulers step here).
     on_epoch : callable, optional
-        Called with ``(step, mean loss of the epoch)`` at the end of every pass over the data
-        (checkpoints are taken here).
+        Called with ``(step, summed loss of the pass, samples seen)`` at the end of every pass
+        over the data (checkpoints are taken here); a true return value stops training.
     shard : (rank, world_size), optional
         Data-parallel training on tensors (``model`` wrapped in ``DistributedDataParallel``):
         every rank draws the same global batches and takes every ``world_size``-th sample;
@@ -336,6 +324,7 @@ def train_steps(
     check_task(task)
     rank, world = shard if shard is not None else (0, 1)
     step = start_step
+    epochs_done = 0
     tensors = isinstance(data, tuple)
     while step < steps:
         snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -376,13 +365,14 @@ def train_steps(
                 break
         fid = float(seen) if seen is not None else 0.0
         core = getattr(model, "module", model)
+        epochs_done += 1
         if not math.isfinite(fid) or not _finite(core):
             model.load_state_dict(snapshot)
             raise DivergenceError(
-                f"The loss became {fid} before step {step}: training diverged. "
-                f"Try a smaller learning rate (lr={optimizer.param_groups[0]['lr']:g}), or "
-                "standardise badly scaled features or targets. The model keeps the weights "
-                "from the start of that epoch.")
-        if on_epoch is not None:
-            on_epoch(step, fid / max(count, 1))
+                f"The loss became {fid} in epoch {epoch_offset + epochs_done:g} (before step "
+                f"{step}): training diverged. Try a smaller learning rate "
+                f"(lr={optimizer.param_groups[0]['lr']:g}), or standardise badly scaled "
+                "features or targets. The model keeps the weights from the start of that epoch.")
+        if on_epoch is not None and on_epoch(step, fid, count):
+            break
     return step
