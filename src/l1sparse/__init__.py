@@ -32,7 +32,7 @@ from .penalty import (
 from .prox import ProxAdam, ProxSGD, soft_threshold
 from .scheduler import SparsityScheduler, live_units
 from .targets import make_target
-from .select import SelectionResult, Target, TrainingSolver, fit_sparse, resolve_steps, select_lambda
+from .select import SelectionResult, Target, fit_sparse, resolve_steps
 from .sparse_inference import SparseLinear, to_sparse
 from .sparsity import SparsityReport, sparsity
 from .train import DivergenceError, TrainResult, make_optimizer, train
@@ -76,7 +76,6 @@ __all__ = [
     "SparsityReport",
     "Target",
     "TrainResult",
-    "TrainingSolver",
     "build_model",
     "characterize",
     "check_training_data",
@@ -95,7 +94,6 @@ __all__ = [
     "param_groups",
     "penalised_layers",
     "resolve_lambdas",
-    "select_lambda",
     "set_group_l1",
     "soft_threshold",
     "sparsity",
