@@ -282,3 +282,13 @@ def test_train_with_the_reweighted_penalty(cls_file, capsys):
     assert main([*common, "--penalty", "reweighted", "--batch-size", "full"]) == 2
     err = capsys.readouterr().err
     assert "--penalty reweighted needs mini-batch" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("k", [100, 357])
+def test_fit_target_nnz_means_exactly_k_by_default(cls_file, tmp_path, k):
+    out = tmp_path / f"k{k}"
+    code = main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "32",
+                 "--target-nnz", str(k), "--steps", "800", "--quiet", "--out", str(out)])
+    result = json.loads((out / "result.json").read_text())
+    assert code == 0 and result["nnz"] == k and result["attained"] == k
+    assert result["target"]["tol"] == 0 and result["target_words"] == f"{k} nonzeros exactly"

@@ -837,7 +837,8 @@ def _fit(args, *, rank: int, world: int) -> int:
         weights = {k: v.detach().cpu().contiguous() for k, v in result.penalty_weights.items()}
         atomic_write(out / PENALTY_WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
     # the one-line result, also under --quiet (which hides progress only)
-    met = "met" if result.converged else f"NOT met (off by {_count(result.distance)} weights)"
+    met = ("met" if result.converged
+           else "NOT met (" + "; ".join(target.misses(result.nnz)) + ")")
     test_m = summary["test_metric"]
     print(f"target ({summary['target_words']}) {met}: lambda={result.lam}"
           f"{' (standardised data)' if summary['standardized'] else ''}, nnz "
@@ -1046,7 +1047,8 @@ def _fit_convex(args, data, model, target, out: Path) -> int:
                                      if data.task == "regression" else
                                      "scipy L-BFGS-B (split form) + Newton on the support")},
                                         "polish": polished})
-    met = "met" if result.converged else f"NOT met (off by {_count(result.distance)} weights)"
+    met = ("met" if result.converged
+           else "NOT met (" + "; ".join(target.misses(result.nnz)) + ")")
     test_m = summary["test_metric"]
     lo, hi = sel.interval if sel.interval is not None else (float("nan"), float("nan"))
     print(f"target ({summary['target_words']}) {met}: lambda={sel.lam:.6g} (geometric middle "
