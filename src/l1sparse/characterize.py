@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .losses import check_task, fidelity
-from .penalty import penalised_layers
+from .penalty import L1Penalty, penalised_layers
 
 __all__ = [
     "FullGradient",
@@ -144,10 +144,11 @@ def _layer_report(name: str, w: Tensor, g: Tensor, lam: float, tol: float
     gamma = g.abs().flatten()
     nonzero = (w != 0).flatten()
     scale = lam if lam > 0 else 1.0
-    resid = (g + lam * torch.sign(w)).abs().flatten()[nonzero]
+    dist = L1Penalty.distance(g, w, lam).flatten()  # the first-order residual, entrywise
+    resid = dist[nonzero]
     nz_ok = int((resid <= tol * scale).sum())
-    excess = (gamma[~nonzero] - lam).clamp_min(0)
-    zero_ok = int((gamma[~nonzero] <= (1 + tol) * lam + (0 if lam > 0 else tol)).sum())
+    excess = dist[~nonzero]
+    zero_ok = int((excess <= tol * scale).sum())
     worst = max(float(resid.max()) if resid.numel() else 0.0,
                 float(excess.max()) if excess.numel() else 0.0)
     return LayerCharacterization(
@@ -239,7 +240,7 @@ def lambda_max(model: nn.Module, X: Tensor, y: Tensor, *, task: str) -> float:
                 counts = torch.bincount(y, minlength=layer.bias.numel()).to(layer.bias.dtype)
                 layer.bias.copy_(torch.log(counts.clamp_min(1e-12) / counts.sum()))
     grad = full_gradient(probe, X, y, task=task)
-    return float(next(iter(grad.weights.values())).abs().max())
+    return L1Penalty.lambda_max(next(iter(grad.weights.values())))
 
 
 # --------------------------------------------------------------------------- the certificate
@@ -361,8 +362,9 @@ def stationarity(model: nn.Module, X: Tensor | None, y: Tensor | None, *, task: 
         lc = float(lambdas[name]) * c
         scale = torch.where(lc > 0, lc, torch.ones_like(lc))
         nz = w != 0
-        resid = ((g + lc * torch.sign(w)).abs() / scale)[nz]
-        excess = ((g.abs() - lc) / scale)[~nz]
+        dist = L1Penalty.distance(g, w, float(lambdas[name]), c) / scale  # in units of λc
+        resid = dist[nz]
+        excess = dist[~nz]
         nnz_ok = int((resid <= tol).sum())
         zero_ok = int((excess <= tol).sum())  # |g| ≤ (1 + tol)·λc (absolute tol at λc = 0)
         layer_worst = max(float(resid.max()) if resid.numel() else 0.0,
