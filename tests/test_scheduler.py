@@ -323,3 +323,24 @@ def test_lambda_max_of_the_weighted_penalty_zeroes_the_linear_model():
     w = torch.zeros(6, dtype=torch.float64)
     assert float(L1Penalty.distance(grad0, w, lam_max, c).max()) == 0.0
     assert float(L1Penalty.distance(grad0, w, 0.99 * lam_max, c).max()) > 0
+
+
+def test_reweighted_scale_global_uses_one_numerator_for_every_layer():
+    net = mlp(4, [8], 2, seed=0)
+    with torch.no_grad():
+        net.fc2.weight.mul_(10)  # a layer with ten times larger weights
+    opt = ProxSGD(param_groups(net), lr=0.1)
+    from l1sparse.penalty import l1_weights, set_l1_weights
+
+    set_l1_weights(opt, ReweightedL1Penalty(eps=0.1, scale="layer"))
+    per_layer = l1_weights(opt)
+    set_l1_weights(opt, ReweightedL1Penalty(eps=0.1, scale="global"))
+    shared = l1_weights(opt)
+    w1, w2 = net.fc1.weight.abs(), net.fc2.weight.abs()
+    m1, m2 = w1.mean(), w2.mean()
+    M = (w1.sum() + w2.sum()) / (w1.numel() + w2.numel())
+    torch.testing.assert_close(per_layer["fc2"], m2 / (w2 + 0.1 * m2))
+    torch.testing.assert_close(shared["fc1"], M / (w1 + 0.1 * m1))
+    torch.testing.assert_close(shared["fc2"], M / (w2 + 0.1 * m2))
+    with pytest.raises(ValueError, match="'scale'"):
+        ReweightedL1Penalty(scale="unit")

@@ -339,13 +339,24 @@ class ReweightedL1Penalty(L1Penalty):
     name = "reweighted"
     adaptive = True
 
-    def __init__(self, eps: float = 0.1, refresh_every: int = 50) -> None:
+    def __init__(self, eps: float = 0.1, refresh_every: int = 50,
+                 scale: str = "layer") -> None:
         if not (math.isfinite(eps) and eps > 0):
             raise ValueError(f"The 'eps' parameter must be > 0. Got {eps!r}.")
         if int(refresh_every) != refresh_every or refresh_every < 1:
             raise ValueError(
                 f"The 'refresh_every' parameter must be a positive integer. Got {refresh_every!r}.")
-        self.eps, self.refresh_every = float(eps), int(refresh_every)
+        if scale not in ("layer", "global"):
+            raise ValueError(f"The 'scale' parameter must be 'layer' or 'global'. Got {scale!r}.")
+        self.eps, self.refresh_every, self.scale = float(eps), int(refresh_every), scale
+        self._global_mean: float | None = None
+
+    @torch.no_grad()
+    def prepare(self, weights: list[torch.Tensor]) -> None:
+        """Called with every penalised weight before a refresh: the global mean |w|."""
+        total = sum(w.numel() for w in weights)
+        self._global_mean = (float(sum(w.detach().abs().sum() for w in weights)) / total
+                             if total else 0.0)
 
     @torch.no_grad()
     def weights(self, w: torch.Tensor) -> torch.Tensor:
@@ -353,7 +364,8 @@ class ReweightedL1Penalty(L1Penalty):
         m = a.mean()
         if not bool(m > 0):
             return torch.ones_like(a)
-        return m / (a + self.eps * m)
+        numerator = m if self.scale == "layer" or not self._global_mean else self._global_mean
+        return numerator / (a + self.eps * m)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eps={self.eps:g}, refresh_every={self.refresh_every})"
@@ -391,9 +403,11 @@ def l1_weights(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
 def set_l1_weights(optimizer: torch.optim.Optimizer, penalty: L1Penalty) -> None:
     """Store ``penalty.weights(w)`` for every penalised parameter in the optimizer's state
     (removed again where the penalty has none): where the proximal steps read them."""
-    for group in optimizer.param_groups:
-        if group.get("name", UNPENALISED_GROUP) == UNPENALISED_GROUP:
-            continue
+    groups = [g for g in optimizer.param_groups
+              if g.get("name", UNPENALISED_GROUP) != UNPENALISED_GROUP]
+    if hasattr(penalty, "prepare"):
+        penalty.prepare([p for g in groups for p in g["params"]])
+    for group in groups:
         for p in group["params"]:
             c = penalty.weights(p)
             state = optimizer.state[p]
