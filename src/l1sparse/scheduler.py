@@ -59,6 +59,7 @@ __all__ = ["SparsityScheduler", "live_units"]
 log = logging.getLogger(__name__)
 
 REDUCTIONS = ("mean", "sum")
+REFERENCE_STEPS = 3000  # the run length the controller's default gain and rate are set for
 
 
 def _live_counts(nonzero: Tensor) -> list[Tensor]:
@@ -125,10 +126,12 @@ class SparsityScheduler:
         The scheduled zero fraction rises over these shares of ``total_steps``.
     hold : float, default 0.85
         From this share of the steps on, λ and the penalty weights are held.
-    gain : float, default 0.05
+    gain : float, optional
         Exponent of the per-step correction ``(predicted nnz / scheduled nnz) ** gain``.
-    max_factor : float, default 1.02
-        Largest factor by which λ changes in one step.
+        Default 0.05, scaled up by ``3000 / total_steps`` for runs shorter than 3,000 steps.
+    max_factor : float, optional
+        Largest factor by which λ changes in one step. Default 1.02, raised to the same power
+        ``3000 / total_steps`` for shorter runs (λ can then move as far per share of the run).
     guard : float, default 0.1
         Largest share of a layer's live units (rows or columns) that may die within one
         guard window; beyond it λ backs off.
@@ -186,7 +189,7 @@ class SparsityScheduler:
         ramp_end: float = 0.7,
         hold: float = 0.85,
         gain: float | None = None,
-        max_factor: float = 1.02,
+        max_factor: float | None = None,
         guard: float = 0.1,
         guard_every: int | None = None,
         guard_backoff: float = 1.5,
@@ -224,10 +227,12 @@ class SparsityScheduler:
         if not self.ramp_start <= self.ramp_end <= self.hold:
             raise ValueError("The schedule must have ramp_start <= ramp_end <= hold. Got "
                              f"{self.ramp_start}, {self.ramp_end}, {self.hold}.")
-        self.gain = 0.05 if gain is None else float(gain)
+        # a short run moves λ as fast per share of the run as one of REFERENCE_STEPS does
+        speed = max(1.0, REFERENCE_STEPS / self.total_steps)
+        self.gain = 0.05 * speed if gain is None else float(gain)
         if not (math.isfinite(self.gain) and self.gain > 0):
             raise ValueError(f"The 'gain' parameter must be > 0. Got {gain!r}.")
-        self.max_factor = float(max_factor)
+        self.max_factor = 1.02 ** speed if max_factor is None else float(max_factor)
         if not (math.isfinite(self.max_factor) and self.max_factor > 1):
             raise ValueError(f"The 'max_factor' parameter must be > 1. Got {max_factor!r}.")
         self.guard = _fraction(guard, "guard")
