@@ -837,18 +837,12 @@ def _fit(args, *, rank: int, world: int) -> int:
         weights = {k: v.detach().cpu().contiguous() for k, v in result.penalty_weights.items()}
         atomic_write(out / PENALTY_WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
     # the one-line result, also under --quiet (which hides progress only)
-    met = ("met" if result.converged
-           else "NOT met (" + "; ".join(target.misses(result.nnz)) + ")")
-    test_m = summary["test_metric"]
-    print(f"target ({summary['target_words']}) {met}: lambda={result.lam}"
-          f"{' (standardised data)' if summary['standardized'] else ''}, nnz "
-          f"{summary['nnz']}/{summary['total']} ({summary['zero_fraction']:.4f} zeros), "
-          f"{result.outer_iterations} outer iterations, {result.epochs_total} epochs, "
-          f"{result.seconds:.1f}s; train {summary['metric']} {summary['train_metric']:.4g}"
-          + (f", test {test_m:.4g}" if test_m is not None else "")
-          + f"; results in {out}", file=sys.stderr)
-    if not args.quiet:
-        print(_stationarity_line(summary), file=sys.stderr)
+    _print_result(args, summary, target, result, out,
+                  f"lambda={result.lam}"
+                  f"{' (standardised data)' if summary['standardized'] else ''}, nnz "
+                  f"{summary['nnz']}/{summary['total']} ({summary['zero_fraction']:.4f} zeros), "
+                  f"{result.outer_iterations} outer iterations, {result.epochs_total} epochs, "
+                  f"{result.seconds:.1f}s")
     return EXIT_OK if result.converged else EXIT_NOT_MET
 
 
@@ -944,6 +938,23 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
         atomic_write(out / PENALTY_WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
     for w in result.warnings:
         print(f"l1sparse: warning: {w}", file=sys.stderr)
+    final = result.final_projection
+    _print_result(args, summary, target, result, out,
+                  f"lambda={result.lam}"
+                  f"{' (standardised data)' if summary['standardized'] else ''}, nnz "
+                  f"{summary['nnz']}/{summary['total']} ({summary['zero_fraction']:.4f} zeros), "
+                  f"{result.steps} steps ({result.epochs_total:.3g} epochs), penalty "
+                  f"{result.penalty}"
+                  + (f", final projection {final['removed']} out / {final['revived']} in"
+                     if final else "")
+                  + f", {result.seconds:.1f}s", works=works)
+    return code
+
+
+def _print_result(args, summary: dict, target, result, out: Path, details: str, *,
+                  works: bool = True) -> None:
+    """fit's one-line result (also under --quiet, which hides progress only), then the
+    certificate's line."""
     if not result.converged:
         met = "NOT met (" + "; ".join(target.misses(result.nnz)) + ")"
     elif not works:
@@ -951,19 +962,12 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
     else:
         met = "met"
     test_m = summary["test_metric"]
-    final = result.final_projection
-    print(f"target ({summary['target_words']}) {met}: lambda={result.lam}"
-          f"{' (standardised data)' if summary['standardized'] else ''}, nnz "
-          f"{summary['nnz']}/{summary['total']} ({summary['zero_fraction']:.4f} zeros), "
-          f"{result.steps} steps ({result.epochs_total:.3g} epochs), penalty {result.penalty}"
-          + (f", final projection {final['removed']} out / {final['revived']} in" if final
-             else "")
-          + f", {result.seconds:.1f}s; train {summary['metric']} {summary['train_metric']:.4g}"
-          + (f", test {test_m:.4g}" if test_m is not None else "")
+    print(f"target ({summary['target_words']}) {met}: {details}; train {summary['metric']} "
+          f"{summary['train_metric']:.4g}" + (f", test {test_m:.4g}" if test_m is not None
+                                              else "")
           + f"; results in {out}", file=sys.stderr)
     if not args.quiet:
         print(_stationarity_line(summary), file=sys.stderr)
-    return code
 
 
 def _stationarity_line(summary: dict) -> str:
@@ -1047,19 +1051,12 @@ def _fit_convex(args, data, model, target, out: Path) -> int:
                                      if data.task == "regression" else
                                      "scipy L-BFGS-B (split form) + Newton on the support")},
                                         "polish": polished})
-    met = ("met" if result.converged
-           else "NOT met (" + "; ".join(target.misses(result.nnz)) + ")")
-    test_m = summary["test_metric"]
     lo, hi = sel.interval if sel.interval is not None else (float("nan"), float("nan"))
-    print(f"target ({summary['target_words']}) {met}: lambda={sel.lam:.6g} (geometric middle "
-          f"of [{lo:.6g}, {hi:.6g}], where the support has {sel.nnz} weights), nnz "
-          f"{summary['nnz']}/{summary['total']}, certified violation "
-          f"{sel.certificate.max_violation:.2g}*lambda, {sel.solves} solves, "
-          f"{sel.seconds:.2f}s; train {summary['metric']} {summary['train_metric']:.4g}"
-          + (f", test {test_m:.4g}" if test_m is not None else "")
-          + f"; results in {out}", file=sys.stderr)
-    if not args.quiet:
-        print(_stationarity_line(summary), file=sys.stderr)
+    _print_result(args, summary, target, result, out,
+                  f"lambda={sel.lam:.6g} (geometric middle of [{lo:.6g}, {hi:.6g}], where the "
+                  f"support has {sel.nnz} weights), nnz {summary['nnz']}/{summary['total']}, "
+                  f"certified violation {sel.certificate.max_violation:.2g}*lambda, "
+                  f"{sel.solves} solves, {sel.seconds:.2f}s")
     return EXIT_OK if result.converged else EXIT_NOT_MET
 
 
