@@ -2,8 +2,9 @@
 
 The scheduler sits next to a proximal optimizer (:class:`~l1sparse.prox.ProxSGD`,
 :class:`~l1sparse.prox.ProxAdam`) whose parameter groups carry the ℓ1 coefficient ``l1``.
-The loop calls ``optimizer.step()`` then ``scheduler.step()``; each step the scheduler counts
-the nonzero weights per scope and writes each group's ``l1`` (docs/design.md §5):
+The loop calls ``optimizer.step()`` then ``scheduler.step()``; every few steps
+(``check_every``) the scheduler counts the nonzero weights per scope and writes each group's
+``l1`` (docs/design.md §5.2):
 
 1. **Ramp.** The scheduled zero fraction rises from the dense side to the target on a cubic
    (or linear) schedule over ``[ramp_start, ramp_end]`` of the steps, as gradual magnitude
@@ -253,8 +254,6 @@ class SparsityScheduler:
 
         self._names = [g["name"] for g in groups]
         layers = [(g["name"], sum(p.numel() for p in g["params"])) for g in groups]
-        if isinstance(layer_zero_fraction, Mapping) or isinstance(layer_nnz, Mapping):
-            pass  # make_target checks the names
         self.target: Target = make_target(layers, nnz=nnz, zero_fraction=zero_fraction,
                                           layer_nnz=layer_nnz,
                                           layer_zero_fraction=layer_zero_fraction, tol=tol)
@@ -286,12 +285,13 @@ class SparsityScheduler:
 
     @property
     def nnz(self) -> dict[str, int]:
-        """Nonzero weights per layer after the last step."""
+        """Nonzero weights per layer at the last count (every ``check_every`` steps, and at
+        the last scheduled step)."""
         return dict(self._nnz)
 
     @property
     def met(self) -> bool:
-        """Whether the current count is within the tolerance of the target."""
+        """Whether the count (:attr:`nnz`) is within the tolerance of the target."""
         return self.target.met(self._nnz)
 
     @property
@@ -394,7 +394,9 @@ class SparsityScheduler:
         self._seen_optimizer_steps = self._optimizer_steps
         self.last_step += 1
         t = self.last_step
-        if t > self.total_steps:
+        if t > self.total_steps:  # trained on past the schedule: λ held, counts kept fresh
+            if t % self.check_every == 0:
+                self._nnz = self._count()
             return
         steering = t <= self.hold * self.total_steps
         if steering and self.penalty.adaptive and (t - 1) % self.penalty.refresh_every == 0:
