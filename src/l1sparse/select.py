@@ -26,6 +26,7 @@ import copy
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
@@ -155,6 +156,15 @@ class TrainingSolver:
                                         momentum=self.momentum)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.epochs_done = 0
+        # the cosine decay over schedule_epochs, to lr · lr_final, then flat; stepped before
+        # each piece of training, at the (possibly fractional) epochs done since the reset
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_scale)
+
+    def _lr_scale(self, _count: int = 0) -> float:
+        if self.schedule_epochs is None:
+            return 1.0
+        progress = min(1.0, self.epochs_done / self.schedule_epochs)
+        return self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def _train(self, epochs: int, **kwargs):
         """One call of the training loop; the data-parallel solver overrides it."""
@@ -172,10 +182,10 @@ class TrainingSolver:
         left = epochs
         while left > 1e-9:  # at most one epoch at a time, to set the scheduled learning rate
             piece = min(1.0, left)
-            progress = min(1.0, self.epochs_done / self.schedule_epochs)
-            scale = self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr * scale
+            with warnings.catch_warnings():  # stepped at piece starts, by design
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+                self.lr_schedule.step()  # lr · _lr_scale() at the epochs done
+            progress = self.epochs_done / self.schedule_epochs
             if self.penalty.adaptive and progress < 0.85:  # refreshed every epoch, then held
                 set_l1_weights(self.optimizer, self.penalty)
             self._train(piece)
