@@ -63,15 +63,16 @@ REDUCTIONS = ("mean", "sum")
 REFERENCE_STEPS = 3000  # the run length the controller's default gain and rate are set for
 
 
-def _live_counts(nonzero: Tensor) -> list[Tensor]:
-    """Live rows and columns of a weight's nonzero mask, as 0-d tensors (no host sync)."""
-    if nonzero.dim() < 2:
-        n = nonzero.sum()
+def _live_counts(weight: Tensor) -> list[Tensor]:
+    """Live rows and columns (output and input units) of a weight, as 0-d tensors (no host
+    sync): a row or column is live when its largest magnitude is nonzero."""
+    if weight.dim() < 2:
+        n = torch.count_nonzero(weight)
         return [n, n]
-    dims = tuple(range(nonzero.dim()))
-    rows = nonzero.any(dim=dims[1:]) if nonzero.dim() > 2 else nonzero.any(dim=1)
-    cols = (nonzero.any(dim=(0, *dims[2:])) if nonzero.dim() > 2 else nonzero.any(dim=0))
-    return [rows.sum(), cols.sum()]
+    a = weight.detach().abs()
+    rows = a.amax(dim=tuple(range(1, a.dim())))
+    cols = a.amax(dim=(0, *range(2, a.dim())))
+    return [torch.count_nonzero(rows), torch.count_nonzero(cols)]
 
 
 @torch.no_grad()
@@ -82,7 +83,7 @@ def live_units(weight: Tensor) -> tuple[int, int]:
     >>> live_units(torch.tensor([[0.0, 1.0], [0.0, 0.0], [2.0, 0.0]]))
     (2, 2)
     """
-    rows, cols = _live_counts(weight != 0)
+    rows, cols = _live_counts(weight)
     return int(rows), int(cols)
 
 
@@ -344,9 +345,8 @@ class SparsityScheduler:
         stats = []
         for n in names:
             ps = groups[n]["params"]
-            nz = [p != 0 for p in ps]
-            stats.append(sum(m.sum() for m in nz))
-            stats += _live_counts(nz[0])
+            stats.append(sum(torch.count_nonzero(p) for p in ps))
+            stats += _live_counts(ps[0])
         values = torch.stack(stats).tolist()
         self._live = {n: (int(values[3 * i + 1]), int(values[3 * i + 2]))
                       for i, n in enumerate(names)}
