@@ -709,8 +709,14 @@ def fit_sparse(
     n_samples : int, optional
         N for λ's summed scale when ``X`` is a loader (default ``len(X.dataset)``).
     **scheduler_kwargs :
-        Passed to :class:`~l1sparse.scheduler.SparsityScheduler` (``shape``, ``ramp_end``,
-        ``hold``, ``guard``, …).
+        Warm mode: passed to :class:`~l1sparse.scheduler.SparsityScheduler` (``shape``,
+        ``ramp_end``, ``hold``, ``guard``, …). Retrain mode: to the outer loop
+        (``max_outer``, ``refine``, ``lam_init``, ``checkpoint``, ``resume``, …).
+    callback, checkpoint, resume :
+        Warm mode: ``callback`` gets each history row (one per guard window of the
+        scheduler); ``checkpoint`` gets, at the end of every pass over the data, a dict of
+        plain types and tensors (model, optimizer, lr schedule, scheduler, generator, step)
+        that ``resume=`` continues exactly (with tensors; a loader's own order is its own).
 
     Returns
     -------
@@ -801,7 +807,7 @@ def fit_sparse(
         ids = [dev.index] if dev is not None and dev.type == "cuda" else None
         net = DistributedDataParallel(model, device_ids=ids)
     t_start = time.perf_counter()
-    window = {"loss": 0.0, "n": 0, "t": time.perf_counter(), "step": done}
+    window = {"t": time.perf_counter(), "step": done}  # the history row being filled
 
     def after_step() -> None:
         lr_sched.step()
