@@ -713,6 +713,12 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
         metadata["standardize"] = std.as_metadata()
     save_model(_raw_scale(model, args), out / "model.safetensors", format="dense",
                metadata=metadata)
+    penalty_weights = getattr(result, "penalty_weights", None)
+    if penalty_weights:  # the c_i of the weighted penalty the model was trained with
+        from safetensors.torch import save_file
+
+        weights = {k: v.detach().cpu().contiguous() for k, v in penalty_weights.items()}
+        atomic_write(out / PENALTY_WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
     return summary
 
 
@@ -813,29 +819,12 @@ def _fit(args, *, rank: int, world: int) -> int:
     if bar is not None:
         bar.close()
     polished = _maybe_polish(args, model, data, result.lambdas) if main_rank else None
-    debiased = None
-    if args.debias_epochs > 0 and result.converged:
-        from .train import debias
-
-        before_train, before_test = _metrics(model, data, args)
-        t0 = time.perf_counter()
-        debias(model, solver.X, solver.y, task=data.task, epochs=args.debias_epochs,
-               lr=args.lr * DEFAULTS.debias_lr_factor, optimizer=args.optimizer,
-               momentum=args.momentum, batch_size=args.batch_size,
-               generator=torch.Generator().manual_seed(args.seed))
-        debiased = {"epochs": args.debias_epochs, "lr": args.lr * DEFAULTS.debias_lr_factor,
-                    "seconds": time.perf_counter() - t0,
-                    "l1_solution": {"train_metric": before_train, "test_metric": before_test}}
+    debiased = _maybe_debias(args, model, data, result, solver.X, solver.y)
     if not main_rank:
         return EXIT_OK if result.converged else EXIT_NOT_MET
     summary = _write_fit_results(out, args, data, model, target, result,
                                  resumed_from=resumed_from, world=world, debiased=debiased,
                                  extra={"polish": polished})
-    if result.penalty_weights:  # the c_i of the weighted penalty the model was trained with
-        from safetensors.torch import save_file
-
-        weights = {k: v.detach().cpu().contiguous() for k, v in result.penalty_weights.items()}
-        atomic_write(out / PENALTY_WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
     # the one-line result, also under --quiet (which hides progress only)
     _print_result(args, summary, target, result, out,
                   f"lambda={result.lam}"
@@ -911,19 +900,8 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
         result.nnz = nnz_per_layer(model)
         result.converged = target.met(result.nnz)
         result.distance = target.distance(result.nnz)
-    debiased = None
-    if args.debias_epochs > 0 and result.converged:
-        from .train import debias
-
-        before_train, before_test = _metrics(model, data, args)
-        t0 = time.perf_counter()
-        debias(model, data.X_train.to(device), data.y_train.to(device), task=data.task,
-               epochs=args.debias_epochs, lr=args.lr * DEFAULTS.debias_lr_factor,
-               optimizer=args.optimizer, momentum=args.momentum,
-               batch_size=args.batch_size, generator=torch.Generator().manual_seed(args.seed))
-        debiased = {"epochs": args.debias_epochs, "lr": args.lr * DEFAULTS.debias_lr_factor,
-                    "seconds": time.perf_counter() - t0,
-                    "l1_solution": {"train_metric": before_train, "test_metric": before_test}}
+    debiased = _maybe_debias(args, model, data, result, data.X_train.to(device),
+                             data.y_train.to(device))
     works = not result.warnings
     code = EXIT_OK if (result.converged and works) else EXIT_NOT_MET
     if not main_rank:
@@ -931,11 +909,6 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
     summary = _write_fit_results(out, args, data, model, target, result,
                                  resumed_from=resumed_from, world=world, debiased=debiased,
                                  extra={"polish": polished})
-    if result.penalty_weights:  # the c_i of the weighted penalty the model was trained with
-        from safetensors.torch import save_file
-
-        weights = {k: v.detach().cpu().contiguous() for k, v in result.penalty_weights.items()}
-        atomic_write(out / PENALTY_WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
     for w in result.warnings:
         print(f"l1sparse: warning: {w}", file=sys.stderr)
     final = result.final_projection
@@ -949,6 +922,22 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
                      if final else "")
                   + f", {result.seconds:.1f}s", works=works)
     return code
+
+
+def _maybe_debias(args, model, data, result, X, y) -> dict | None:
+    """--debias-epochs K: fine-tune the support of a model that met its target."""
+    if not (args.debias_epochs > 0 and result.converged):
+        return None
+    from .train import debias
+
+    before_train, before_test = _metrics(model, data, args)
+    t0 = time.perf_counter()
+    lr = args.lr * DEFAULTS.debias_lr_factor
+    debias(model, X, y, task=data.task, epochs=args.debias_epochs, lr=lr,
+           optimizer=args.optimizer, momentum=args.momentum, batch_size=args.batch_size,
+           generator=torch.Generator().manual_seed(args.seed))
+    return {"epochs": args.debias_epochs, "lr": lr, "seconds": time.perf_counter() - t0,
+            "l1_solution": {"train_metric": before_train, "test_metric": before_test}}
 
 
 def _print_result(args, summary: dict, target, result, out: Path, details: str, *,
