@@ -427,9 +427,9 @@ def cmd_train(args) -> int:
                             penalty=_train_penalty(args, model, full_batch))
     t0 = time.perf_counter()
     epochs_done = solver.solve(lambdas, args.epochs)
-    weights = {g["name"]: solver.optimizer.state[g["params"][0]]["l1_weight"]
-               for g in solver.optimizer.param_groups
-               if "l1_weight" in solver.optimizer.state.get(g["params"][0], {})}
+    from .penalty import l1_weights
+
+    weights = l1_weights(solver.optimizer)
     seconds = time.perf_counter() - t0
     stopped = "converged" if full_batch and epochs_done < args.epochs else "max_epochs"
     _maybe_polish(args, model, data, lambdas)

@@ -42,6 +42,7 @@ from .penalty import (
     L1_WEIGHT,
     UNPENALISED_GROUP,
     L1Penalty,
+    l1_weights,
     make_penalty,
     set_l1_weights,
 )
@@ -320,13 +321,7 @@ class SparsityScheduler:
     @property
     def penalty_weights(self) -> dict[str, Tensor]:
         """The ``c_i`` of the weighted penalty per layer (empty for plain ℓ1)."""
-        out = {}
-        for name, g in self._groups.items():
-            p = g["params"][0]
-            c = self.optimizer.state.get(p, {}).get(L1_WEIGHT)
-            if c is not None:
-                out[name] = c
-        return out
+        return l1_weights(self.optimizer)
 
     def scheduled_zero_fraction(self, step: int | None = None) -> list[float]:
         """The zero fraction scheduled per scope at ``step`` (default: the last one)."""
@@ -459,8 +454,8 @@ class SparsityScheduler:
 
     def _guard(self, t: int) -> bool:
         """Whether a layer has lost more than ``guard`` of its live units (rows or columns)
-        since the start of the guard window; checked every step, so λ backs off at the start
-        of a collapse, not after it. A new window starts every ``guard_every`` steps and after
+        since the start of the guard window; checked at every count (every ``check_every``
+        steps), so λ backs off at the start of a collapse, not after it. A new window starts every ``guard_every`` steps and after
         each back-off."""
         if self.guard >= 1:
             return False
