@@ -49,7 +49,7 @@ def test_magnitude_prune_hits_the_exact_count_and_removes_the_smallest_globally(
     # permanent: plain parameters (the same objects), no masks or hooks, biases untouched
     for (_, m), p, b in zip(penalised_layers(net), params, biases):
         assert m.weight is p and isinstance(m.weight, torch.nn.Parameter)
-        assert not hasattr(m, "weight_mask") and not m._forward_pre_hooks
+        assert not hasattr(m.module, "weight_mask") and not m.module._forward_pre_hooks
         assert torch.equal(m.bias, b)
 
 
@@ -127,7 +127,7 @@ BAD = [
     (lambda X, y: magnitude_prune(mlp(4, [3], 2), 1.0), r"'zero_fraction'.*\[0, 1\)"),
     (lambda X, y: magnitude_prune(mlp(4, [3], 2), -0.1), r"'zero_fraction'.*Got -0.1"),
     (lambda X, y: magnitude_prune(mlp(4, [3], 2), "a lot"), r"'zero_fraction'.*number"),
-    (lambda X, y: magnitude_prune(torch.nn.ReLU(), 0.5), "no penalisable layer"),
+    (lambda X, y: magnitude_prune(torch.nn.ReLU(), 0.5), "no penalisable"),
     (lambda X, y: gradual_magnitude_pruning(mlp(10, [3], 2), X, y, task="classification",
                                             zero_fraction=1.5, epochs=1), r"\[0, 1\)"),
     (lambda X, y: gradual_magnitude_pruning(mlp(10, [3], 2), X, y, task="classification",

@@ -219,7 +219,7 @@ def test_lambdas_on_the_summed_scale_need_n_samples_with_a_mean_loss():
 
 def test_param_groups_refuses_layer_names_the_model_does_not_have():
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    with pytest.raises(ValueError, match=r"\['fc1'\].*penalised layers are \['0', '2'\]"):
+    with pytest.raises(ValueError, match=r"\['fc1'\].*penalised tensors are \['0', '2'\]"):
         param_groups(net, {"fc1": 0.1})
     groups = param_groups(net, {"0": 0.1})  # the names named_modules() gives
     assert [g["name"] for g in groups] == ["0", "2", "unpenalised"] and groups[0]["l1"] == 0.1

@@ -231,7 +231,7 @@ def magnitude_prune(model: nn.Module, zero_fraction: float) -> BaselineResult:
     total = sum(m.weight.numel() for _, m in layers)
     amount = int(round(target * total))
     if amount > 0:
-        pairs = [(m, "weight") for _, m in layers]
+        pairs = [(m.module, m.attr) for _, m in layers]
         prune.global_unstructured(pairs, pruning_method=prune.L1Unstructured, amount=amount)
         for m, name in pairs:
             prune.remove(m, name)

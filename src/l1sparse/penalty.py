@@ -7,19 +7,25 @@ The objective of the paper (summed-loss scale, docs/design.md §1) is
     \\min_\\Theta \\; L(\\Theta) + \\sum_k \\lambda_k \\lVert W_k \\rVert_1,
     \\qquad L(\\Theta) = \\sum_{i=1}^N \\ell(N(\\Theta; x_i), y_i).
 
-Only weight matrices of ``nn.Linear`` and kernels of ``nn.Conv1d/2d/3d`` are penalised;
-biases never are. A λ that this library reports or accepts is on the summed scale unless its
+Which tensors are penalised is decided once by :mod:`l1sparse.tensors` (by default every
+≥2-D weight of any module except embeddings and normalisation layers; ``include``/``exclude``
+to choose); biases never are. A λ that this library reports or accepts is on the summed scale unless its
 name says otherwise: ``lambda_per_sample = λ / N`` is the coefficient that goes with the mean
 loss, which is what the optimizers see.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
+
+from .tensors import PenalisedTensor, describe, select_tensors
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "PENALISED_TYPES",
@@ -43,17 +49,21 @@ __all__ = [
     "set_l1_weights",
 ]
 
+#: the layer types whose weights export writes in compressed sparse row form
 PENALISED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def penalised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Return ``(name, module)`` for every layer whose weight is penalised, in model order."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, PENALISED_TYPES)]
+def penalised_layers(model: nn.Module, include=None, exclude=None
+                     ) -> list[tuple[str, PenalisedTensor]]:
+    """``(name, tensor)`` for every penalised tensor (:func:`~l1sparse.tensors.select_tensors`),
+    in model order; ``tensor.weight`` is the parameter. A thin alias kept for code written
+    for layers."""
+    return [(t.name, t) for t in select_tensors(model, include, exclude, warn=False)]
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    """Names of the penalised layers, in the order used by per-layer lists."""
-    return [name for name, _ in penalised_layers(model)]
+def layer_names(model: nn.Module, include=None, exclude=None) -> list[str]:
+    """Names of the penalised tensors, in the order used by per-layer lists."""
+    return [name for name, _ in penalised_layers(model, include, exclude)]
 
 
 def _check_lambda(value: float, what: str) -> float:
@@ -70,6 +80,9 @@ def resolve_lambdas(
     model: nn.Module,
     lam: float | None = None,
     layer_lam: Sequence[float] | Mapping[str | int, float] | None = None,
+    *,
+    include=None,
+    exclude=None,
 ) -> dict[str, float]:
     """Map every penalised layer name to its λ_k (summed-loss scale).
 
@@ -101,9 +114,7 @@ def resolve_lambdas(
     >>> resolve_lambdas(net, layer_lam={"fc2": 3.0}, lam=1.0)
     {'fc1': 1.0, 'fc2': 3.0}
     """
-    names = layer_names(model)
-    if not names:
-        raise ValueError("The model has no penalisable layer (nn.Linear or nn.Conv*).")
+    names = layer_names(model, include, exclude)
     base = 0.0 if lam is None else _check_lambda(lam, "lam")
     lambdas = {name: base for name in names}
     if layer_lam is None:
@@ -181,62 +192,72 @@ def map_lambda(noise_std: float, laplace_scale: float | Sequence[float]) -> floa
     return out if isinstance(laplace_scale, Sequence) else out[0]
 
 
-def l1_norms(model: nn.Module) -> dict[str, float]:
-    """``‖W_k‖₁`` for every penalised layer."""
+def l1_norms(model: nn.Module, include=None, exclude=None) -> dict[str, float]:
+    """``‖W_k‖₁`` for every penalised tensor."""
     with torch.no_grad():
-        return {name: float(m.weight.abs().sum()) for name, m in penalised_layers(model)}
+        return {name: float(m.weight.abs().sum())
+                for name, m in penalised_layers(model, include, exclude)}
 
 
-def penalty_value(model: nn.Module, lambdas: Mapping[str, float]) -> float:
+def penalty_value(model: nn.Module, lambdas: Mapping[str, float], include=None,
+                  exclude=None) -> float:
     """``Σ_k λ_k ‖W_k‖₁`` on the scale of ``lambdas``."""
-    norms = l1_norms(model)
+    norms = l1_norms(model, include, exclude)
     return sum(lambdas[name] * norms[name] for name in norms)
 
 
 UNPENALISED_GROUP = "unpenalised"
 
 
-def param_groups(model: nn.Module, l1: Mapping[str, float] | float | None = None) -> list[dict]:
-    """Optimizer parameter groups: one per penalised weight, one for everything else.
+def param_groups(model: nn.Module, l1: Mapping[str, float] | float | None = None, *,
+                 include=None, exclude=None) -> list[dict]:
+    """Optimizer parameter groups: one per penalised tensor, one for everything else.
 
     Parameters
     ----------
     model : nn.Module
-    l1 : mapping from layer name to the ``l1`` coefficient, a single coefficient for every
-        layer, or None (default: 0, e.g. for a :class:`~l1sparse.scheduler.SparsityScheduler`
+    l1 : mapping from tensor name to the ``l1`` coefficient, a single coefficient for every
+        tensor, or None (default: 0, e.g. for a :class:`~l1sparse.scheduler.SparsityScheduler`
         to set). On the optimizer's scale: λ_k / N when the mean loss is back-propagated, see
-        :func:`lambda_per_sample`. Layer names are those of ``model.named_modules()``.
+        :func:`lambda_per_sample`.
+    include, exclude : patterns, optional
+        Which tensors are penalised (:func:`~l1sparse.tensors.select_tensors`); by default
+        every ≥2-D weight of any module except embeddings and normalisation layers.
 
-    Each group carries ``name`` (the layer name) so that :func:`set_group_l1` can change λ_k
-    during a run without rebuilding the optimizer. Biases and every other parameter go in the
-    group named ``"unpenalised"`` with ``l1 = 0``.
+    Each group carries ``name`` (the tensor's name: ``fc1`` for a layer's only weight,
+    ``layers.0.self_attn.in_proj_weight`` otherwise) so that :func:`set_group_l1` can change
+    λ_k during a run without rebuilding the optimizer. Biases and every other parameter go in
+    the group named ``"unpenalised"`` with ``l1 = 0``. The set in use is logged once.
 
     Raises
     ------
     ValueError
-        If ``l1`` names a layer the model does not have (or that is not penalisable), or a
-        coefficient is negative or not finite.
+        If ``l1`` names a tensor outside the set, a coefficient is negative or not finite, or
+        a pattern matches nothing.
 
     >>> from l1sparse.models import mlp
     >>> [g["name"] for g in param_groups(mlp(4, [8], 1), {"fc1": 0.1})]
     ['fc1', 'fc2', 'unpenalised']
     """
-    layers = penalised_layers(model)
-    names = [name for name, _ in layers]
+    tensors = select_tensors(model, include, exclude)
+    log.info("%s", describe(tensors))
+    names = [t.name for t in tensors]
     if l1 is None:
         l1 = {}
     elif not isinstance(l1, Mapping):
         l1 = {name: l1 for name in names}
+    aliases = {a: t.name for t in tensors for a in (t.name, *t.aliases)}
+    l1 = {aliases.get(k, k): v for k, v in l1.items()}  # a tensor's key names it too
     unknown = [k for k in l1 if k not in names]
     if unknown:
-        raise ValueError(f"The 'l1' parameter names {unknown}, which are not penalised layers of "
-                         f"the model; the penalised layers are {names}.")
+        raise ValueError(f"The 'l1' parameter names {unknown}, which are not penalised tensors "
+                         f"of the model; the penalised tensors are {names}.")
     groups = []
     penalised = set()
-    for name, module in layers:
-        coef = _check_lambda(l1.get(name, 0.0), f"l1[{name!r}]")
-        groups.append({"params": [module.weight], "name": name, "l1": coef})
-        penalised.add(id(module.weight))
+    for t in tensors:
+        coef = _check_lambda(l1.get(t.name, 0.0), f"l1[{t.name!r}]")
+        groups.append({"params": [t.param], "name": t.name, "l1": coef})
+        penalised.add(id(t.param))
     rest = [p for p in model.parameters() if id(p) not in penalised]
     if rest:
         groups.append({"params": rest, "name": UNPENALISED_GROUP, "l1": 0.0})
