@@ -6,11 +6,19 @@ Two families (docs/design.md §5):
   zero fraction that rises from the dense side to the target (:func:`ramp_progress`,
   :func:`scheduled_zero_fraction`), and a multiplicative correction of λ from the count alone
   (:func:`controller_factor`), started from the first-order guess (:func:`first_order_guess`);
-* the **paper's update between outer iterations** (retrain mode): at a solution with ``l_t``
+* the **sorted-gradient update between outer iterations** (``rule="sorted"`` of
+  :mod:`l1sparse.retrain`, from the group's sibling paper): at a solution with ``l_t``
   nonzeros and sorted ``γ_(1) ≥ γ_(2) ≥ …``, too sparse → λ down to ``γ_(l*)`` strictly below
   the current λ; too dense → back up the sorted γ of the last too-sparse solution by the
   accumulated overshoot; a bracket ``[λ_dense, λ_sparse]`` with expiry and a geometric fallback
-  keeps it from cycling (:class:`Bracket`, :func:`propose`).
+  keeps it from cycling (:class:`Bracket`, :func:`propose`);
+* the **paper's own bracketed-median update** (``rule="paper"``, as its authors ran it,
+  ``PAPER.md``): among all runs so far, the bracket is the closest run at or below the target
+  count and the closest at or above it (:func:`paper_bracket`); the next λ is the median of the
+  full-data ``γ`` lying strictly inside the bracket, its midpoint when none does
+  (:func:`median_inside`, :func:`paper_next_lambda`); per layer the same with each layer's
+  counts and ``γ``, and a per-layer target is met when ``k`` of its ``K`` layers are within
+  their relative tolerance (:func:`layers_within`).
 
 Nothing here touches a model or an optimizer: every rule is unit-tested on synthetic numbers.
 """
@@ -33,6 +41,10 @@ __all__ = [
     "exact_threshold",
     "Bracket",
     "propose",
+    "paper_bracket",
+    "median_inside",
+    "paper_next_lambda",
+    "layers_within",
 ]
 
 SHAPES = ("cubic", "linear")
@@ -225,3 +237,90 @@ def propose(lam: float, count: int, target: float, gamma: Tensor, br: Bracket, i
     elif hi is not None and lo is None and proposal >= hi:
         proposal = hi / 2
     return proposal
+
+
+# --------------------------------------------------------------------------- the paper's own rule
+
+
+def paper_bracket(runs, target: float) -> tuple[float | None, float | None]:
+    """The bracket ``(λ_low, λ_up)`` of the paper's rule from the runs so far.
+
+    ``runs`` is a sequence of ``(λ, count)``. ``λ_up`` comes from the run(s) whose count is the
+    largest at or below ``target`` (too sparse, or on it): the smallest λ among them. ``λ_low``
+    comes from the run(s) whose count is the smallest at or above ``target`` (too dense, or on
+    it): the largest λ among them. ``None`` for a side no run is on.
+
+    >>> paper_bracket([(1e-3, 24), (1e-7, 25380), (1.4e-5, 14644), (3e-5, 3622)], 2000)
+    (3e-05, 0.001)
+    >>> paper_bracket([(1e-3, 24), (2e-3, 24), (1e-7, 900)], 2000)
+    (None, 1e-07)
+    """
+    below = [(lam, c) for lam, c in runs if c <= target]
+    above = [(lam, c) for lam, c in runs if c >= target]
+    up = low = None
+    if below:
+        best = max(c for _, c in below)
+        up = min(lam for lam, c in below if c == best)
+    if above:
+        best = min(c for _, c in above)
+        low = max(lam for lam, c in above if c == best)
+    return low, up
+
+
+def median_inside(gamma: Tensor, low: float, high: float) -> float:
+    """The median of the ``gamma`` lying strictly between ``low`` and ``high`` (in either
+    order); the midpoint ``(low + high) / 2`` when none does.
+
+    The median of an even number of values is the mean of the two middle ones.
+
+    >>> median_inside(torch.tensor([0.5, 1.0, 2.0, 3.0, 9.0]), 0.5, 3.5)
+    2.0
+    >>> median_inside(torch.tensor([1.0, 2.0, 3.0, 4.0]), 0.0, 10.0)
+    2.5
+    >>> median_inside(torch.tensor([1.0, 9.0]), 2.0, 4.0)
+    3.0
+    """
+    lo, hi = min(low, high), max(low, high)
+    g = gamma.flatten().double()
+    inside = g[(g > lo) & (g < hi)].sort().values
+    m = inside.numel()
+    if m == 0:
+        return 0.5 * (lo + hi)
+    if m % 2:
+        return float(inside[m // 2])
+    return 0.5 * float(inside[m // 2 - 1] + inside[m // 2])
+
+
+def paper_next_lambda(runs, target: float, gamma: Tensor) -> float:
+    """The paper's next λ for one scope: the median of ``gamma`` (full-data ``|∂L/∂w|`` at the
+    last trained weights, on the same scale as the λ of ``runs``) strictly inside the bracket
+    of :func:`paper_bracket`, the bracket's midpoint when none is.
+
+    Raises
+    ------
+    ValueError
+        If the runs do not bracket the target (no run on one side of it).
+
+    >>> runs = [(1e-3, 24), (1e-7, 25380)]
+    >>> g = torch.tensor([5e-3, 2e-5, 1e-5, 8e-8], dtype=torch.float64)
+    >>> round(paper_next_lambda(runs, 2000, g), 12)  # the median of 2e-5 and 1e-5
+    1.5e-05
+    """
+    low, up = paper_bracket(runs, target)
+    if low is None or up is None:
+        side = "too dense (at or above)" if low is None else "too sparse (at or below)"
+        raise ValueError(f"The runs do not bracket the target {target:g}: no run is {side} "
+                         f"it. Counts: {[int(c) for _, c in runs]}.")
+    return median_inside(gamma, low, up)
+
+
+def layers_within(counts, targets, rel_tol: float) -> list[bool]:
+    """Per layer, whether ``|count_k − T_k| ≤ rel_tol · T_k`` (the paper's per-layer test).
+
+    >>> layers_within([567, 1238, 1013, 45], [650, 1200, 1000, 45], 0.05)
+    [False, True, True, True]
+    """
+    if len(counts) != len(targets):
+        raise ValueError(f"The counts ({len(counts)}) and targets ({len(targets)}) must have "
+                         "one value per layer.")
+    return [abs(c - t) <= rel_tol * t + 1e-9 for c, t in zip(counts, targets)]
