@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "MLP", "mlp", "build_model"]
+__all__ = ["ACTIVATIONS", "MLP", "mlp", "build_model", "paper_mlp", "paper_cnn"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -109,3 +109,62 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         config["in_features"], config["hidden"], config["out_features"],
         activation=config.get("activation", "relu"),
     )
+
+
+# --------------------------------------------------------------------------- the paper's networks
+
+
+def paper_mlp(*, seed: int | None = None) -> MLP:
+    """The paper's regression network (Mackey–Glass): a ReLU MLP 6-128-128-64-1.
+
+    Penalised: the 4 weight matrices ``fc1`` … ``fc4`` (768 / 16,384 / 8,192 / 64 = 25,408
+    weights); PyTorch's default initialisation, drawn from ``seed`` when given.
+
+    >>> sum(m.weight.numel() for m in paper_mlp(seed=0).modules() if isinstance(m, nn.Linear))
+    25408
+    """
+    return mlp(6, [128, 128, 64], 1, activation="relu", seed=seed)
+
+
+class PaperCNN(nn.Module):
+    """The paper's classification network for 28×28 images: three 3×3 convolutions (32, 64,
+    128 channels, padding 1), each followed by ReLU and 2×2 max-pooling (28 → 14 → 7 → 3), then
+    ``Linear(1152, 512)`` + ReLU and ``Linear(512, 10)``.
+
+    Penalised: the 5 weights ``conv1`` … ``conv3``, ``fc1``, ``fc2`` (288 / 18,432 / 73,728 /
+    589,824 / 5,120 = 687,392); biases are not. Inputs of shape ``(N, 784)`` are reshaped to
+    ``(N, 1, 28, 28)``.
+    """
+
+    def __init__(self, n_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.conv3 = nn.Conv2d(64, 128, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.act = nn.ReLU()
+        self.fc1 = nn.Linear(128 * 3 * 3, 512)
+        self.fc2 = nn.Linear(512, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.view(-1, 1, 28, 28)
+        for conv in (self.conv1, self.conv2, self.conv3):
+            x = self.pool(self.act(conv(x)))
+        return self.fc2(self.act(self.fc1(x.flatten(1))))
+
+
+def paper_cnn(*, n_classes: int = 10, seed: int | None = None) -> PaperCNN:
+    """Build the paper's :class:`PaperCNN`, its initial weights drawn from ``seed`` when given.
+
+    >>> net = paper_cnn(seed=0)
+    >>> sum(p.numel() for n, p in net.named_parameters() if n.endswith("weight"))
+    687392
+    >>> net(torch.zeros(2, 784)).shape
+    torch.Size([2, 10])
+    """
+    if seed is None:
+        return PaperCNN(n_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PaperCNN(n_classes)
