@@ -199,9 +199,9 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, match):
         SparsityScheduler(opt, **kwargs)
 
 
-def test_an_optimizer_without_proximal_l1_groups_is_refused():
+def test_a_foreign_optimizer_without_the_model_is_refused_in_one_line():
     net = mlp(4, [8], 2)
-    with pytest.raises(ValueError, match="no proximal 'l1' parameter groups"):
+    with pytest.raises(ValueError, match=r"With SGD \(not ProxSGD/ProxAdam\) give .*model=model"):
         SparsityScheduler(torch.optim.SGD(net.parameters(), lr=0.1), zero_fraction=0.5,
                           total_steps=10, n_samples=10)
 
@@ -250,7 +250,11 @@ def test_the_guard_stops_a_collapse_it_is_shown():
         opt.step()
         sched.step()
     assert sched._l1[0] <= backed
-    # without the guard the same collapse is ignored
+    # without the guard the same collapse is ignored (one scheduler per optimizer: the first
+    # is detached)
+    with pytest.raises(ValueError, match="already has a SparsityScheduler"):
+        SparsityScheduler(opt, zero_fraction=0.9, total_steps=1000, n_samples=len(X))
+    sched.remove()
     free = SparsityScheduler(opt, zero_fraction=0.9, total_steps=1000, n_samples=len(X),
                              guard=1.0, penalty="l1", check_every=1)
     with torch.no_grad():

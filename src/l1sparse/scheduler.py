@@ -1,10 +1,14 @@
 """SparsityScheduler: choose λ inside any training loop, as an lr_scheduler chooses the lr.
 
-The scheduler sits next to a proximal optimizer (:class:`~l1sparse.prox.ProxSGD`,
-:class:`~l1sparse.prox.ProxAdam`) whose parameter groups carry the ℓ1 coefficient ``l1``.
-The loop calls ``optimizer.step()`` then ``scheduler.step()``; every few steps
-(``check_every``) the scheduler counts the nonzero weights per scope and writes each group's
-``l1`` (docs/design.md §5.2):
+The scheduler sits next to the user's optimizer: a proximal one
+(:class:`~l1sparse.prox.ProxSGD`, :class:`~l1sparse.prox.ProxAdam`, parameter groups from
+:func:`~l1sparse.param_groups` carrying the ℓ1 coefficient ``l1``), or any ``torch.optim``
+optimizer with ``model=`` given, whose step is followed by the proximal step of
+:class:`~l1sparse.prox_hook.ProximalStep` in its own metric. It rides on the optimizer's step
+post-hook: each ``optimizer.step()`` advances it, so the loop needs no call of its own
+(``scheduler.step()`` stays valid and does nothing more for a step already taken). Every few
+steps (``check_every``) it counts the nonzero weights per scope and sets each tensor's ``l1``
+(docs/design.md §5.2):
 
 1. **Ramp.** The scheduled zero fraction rises from the dense side to the target on a cubic
    (or linear) schedule over ``[ramp_start, ramp_end]`` of the steps, as gradual magnitude
@@ -42,10 +46,9 @@ from .penalty import (
     L1_WEIGHT,
     UNPENALISED_GROUP,
     L1Penalty,
-    l1_weights,
     make_penalty,
-    set_l1_weights,
 )
+from .prox_hook import ProximalStep
 from .rule import (
     SHAPES,
     controller_factor,
@@ -55,6 +58,7 @@ from .rule import (
     scheduled_zero_fraction,
 )
 from .targets import Target, make_target
+from .tensors import describe, resolve_name, select_tensors
 
 __all__ = ["SparsityScheduler", "live_units"]
 
@@ -107,11 +111,19 @@ class SparsityScheduler:
 
     Parameters
     ----------
-    optimizer : ProxSGD or ProxAdam
-        With one group per penalised layer, named (from :func:`~l1sparse.param_groups`).
+    optimizer : torch.optim.Optimizer
+        :class:`~l1sparse.prox.ProxSGD` or :class:`~l1sparse.prox.ProxAdam` with one named
+        group per penalised tensor (from :func:`~l1sparse.param_groups`), or any other
+        optimizer over the model's parameters (then ``model`` is needed).
+    model : nn.Module, optional
+        The network. Needed with an optimizer that is not ours; with ours it is checked
+        against the groups.
+    include, exclude : patterns, optional
+        Which tensors are penalised (:func:`~l1sparse.tensors.select_tensors`); with our
+        optimizers the groups already say, and keywords that disagree raise ``ValueError``.
     zero_fraction, nnz, layer_zero_fraction, layer_nnz :
-        Exactly one target, as in :func:`~l1sparse.targets.make_target` (per-layer values as
-        a list in group order or a mapping from layer name).
+        Exactly one target, as in :func:`~l1sparse.targets.make_target` (per-tensor values
+        as a list in set order or a mapping from tensor name).
     tol : float, optional
         In the unit of the target; default 0 for counts, 0.005 for fractions.
     total_steps : int
@@ -172,12 +184,29 @@ class SparsityScheduler:
     ...     sched.step()
     >>> sched.met
     True
+
+    Any ``torch.optim`` optimizer (the loop is unchanged; the step hook does the rest):
+
+    >>> net = mlp(10, [32], 2, seed=0)
+    >>> opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    >>> sched = SparsityScheduler(opt, model=net, zero_fraction=0.8, total_steps=300,
+    ...                           n_samples=512)
+    >>> for step in range(300):
+    ...     idx = torch.randint(0, 512, (64,), generator=g)
+    ...     opt.zero_grad()
+    ...     torch.nn.functional.cross_entropy(net(X[idx]), y[idx]).backward()
+    ...     opt.step()
+    >>> sched.met, sched.tensors
+    (True, ['fc1', 'fc2'])
     """
 
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
         *,
+        model: torch.nn.Module | None = None,
+        include=None,
+        exclude=None,
         zero_fraction: float | None = None,
         nnz: int | None = None,
         layer_zero_fraction: Sequence[float] | Mapping[str, float] | None = None,
@@ -204,16 +233,45 @@ class SparsityScheduler:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"The 'optimizer' parameter must be a torch.optim.Optimizer. "
                             f"Got {type(optimizer).__name__}.")
-        groups = [g for g in optimizer.param_groups
-                  if "l1" in g and g.get("name", UNPENALISED_GROUP) != UNPENALISED_GROUP]
-        if not groups or "l1" not in optimizer.defaults:
-            raise ValueError(
-                "The optimizer has no proximal 'l1' parameter groups: use ProxSGD or ProxAdam "
-                "with l1sparse.param_groups(model) (a plain torch.optim optimizer would leave "
-                "the network dense).")
+        if getattr(optimizer, "_l1sparse_scheduler", None) is not None:
+            raise ValueError("The optimizer already has a SparsityScheduler; call its remove() "
+                             "before attaching another.")
+        self._prox: ProximalStep | None = None
+        if "l1" in optimizer.defaults:  # ours: the groups say which tensors
+            groups = [g for g in optimizer.param_groups
+                      if "l1" in g and g.get("name", UNPENALISED_GROUP) != UNPENALISED_GROUP]
+            if not groups:
+                raise ValueError("The optimizer has no named 'l1' parameter groups: build it "
+                                 "from l1sparse.param_groups(model).")
+            names = [g["name"] for g in groups]
+            if model is not None:
+                chosen = [t.name for t in select_tensors(model, include, exclude, warn=False)]
+                if chosen != names:
+                    raise ValueError(f"The optimizer's groups penalise {names}, but model= "
+                                     f"with include/exclude chooses {chosen}; build the groups "
+                                     f"with param_groups(model, include=..., exclude=...).")
+            elif include is not None or exclude is not None:
+                raise ValueError("include/exclude need model= (with our optimizers the groups "
+                                 "already choose the tensors).")
+        else:  # any torch.optim optimizer: the proximal step rides on its step hook
+            if model is None:
+                raise ValueError(
+                    f"With {type(optimizer).__name__} (not ProxSGD/ProxAdam) give "
+                    f"SparsityScheduler(optimizer, model=model, ...): the scheduler then takes "
+                    f"the proximal step of the chosen tensors after each optimizer step.")
+            tensors = select_tensors(model, include, exclude)
+            self._prox = ProximalStep(optimizer, tensors)
+            names = [t.name for t in tensors]
+            groups = list(self._prox.slots.values())
+            log.info("%s", describe(tensors))
         self.optimizer = optimizer
         self._optimizer_steps = self._seen_optimizer_steps = 0
-        self._hook = optimizer.register_step_post_hook(self._on_optimizer_step)
+        # a step() that calls its parent's step() (ProxAdam: Adam's) fires the hooks twice
+        # once torch has patched the parent class: act only when the outermost step ends
+        self._depth = 0
+        self._hooks = [optimizer.register_step_pre_hook(self._on_step_begin),
+                       optimizer.register_step_post_hook(self._on_optimizer_step)]
+        optimizer._l1sparse_scheduler = self
         self.total_steps = _positive_int(total_steps, "total_steps")
         if loss_reduction not in REDUCTIONS:
             raise ValueError(f"The 'loss_reduction' parameter must be one of {list(REDUCTIONS)}. "
@@ -254,8 +312,14 @@ class SparsityScheduler:
         self.finish = bool(finish)
         self.penalty = make_penalty(penalty)
 
-        self._names = [g["name"] for g in groups]
+        self._names = names
         layers = [(g["name"], sum(p.numel() for p in g["params"])) for g in groups]
+        if model is not None:  # per-tensor targets may name a tensor by any of its names
+            chosen = select_tensors(model, include, exclude, warn=False)
+            layer_nnz, layer_zero_fraction = (
+                {resolve_name(chosen, k) if isinstance(k, str) else k: v
+                 for k, v in m.items()} if isinstance(m, Mapping) else m
+                for m in (layer_nnz, layer_zero_fraction))
         self.target: Target = make_target(layers, nnz=nnz, zero_fraction=zero_fraction,
                                           layer_nnz=layer_nnz,
                                           layer_zero_fraction=layer_zero_fraction, tol=tol)
@@ -278,10 +342,33 @@ class SparsityScheduler:
 
     @property
     def _groups(self) -> dict[str, dict]:
-        """The penalised groups by name, looked up afresh: ``optimizer.load_state_dict``
-        replaces the group dicts."""
+        """The penalised groups (or, with a foreign optimizer, the proximal step's slots) by
+        name, looked up afresh: ``optimizer.load_state_dict`` replaces the group dicts."""
+        if self._prox is not None:
+            return self._prox.slots
         by_name = {g.get("name"): g for g in self.optimizer.param_groups}
         return {n: by_name[n] for n in self._names}
+
+    def _lr(self, name: str) -> float:
+        group = (self._prox.group_of(name) if self._prox is not None
+                 else self._groups[name])
+        return float(group["lr"])
+
+    @property
+    def tensors(self) -> list[str]:
+        """The names of the penalised tensors, in order."""
+        return list(self._names)
+
+    def remove(self) -> None:
+        """Detach from the optimizer: drop the step hook (and, with a foreign optimizer, the
+        penalty weights it left in the optimizer's state). The weights keep their zeros."""
+        for hook in self._hooks:
+            hook.remove()
+        if self._prox is not None:
+            for slot in self._prox.slots.values():
+                self.optimizer.state.get(slot["params"][0], {}).pop(L1_WEIGHT, None)
+        if getattr(self.optimizer, "_l1sparse_scheduler", None) is self:
+            self.optimizer._l1sparse_scheduler = None
 
     # ------------------------------------------------------------------ what the user reads
 
@@ -320,8 +407,29 @@ class SparsityScheduler:
 
     @property
     def penalty_weights(self) -> dict[str, Tensor]:
-        """The ``c_i`` of the weighted penalty per layer (empty for plain ℓ1)."""
-        return l1_weights(self.optimizer)
+        """The ``c_i`` of the weighted penalty per tensor (empty for plain ℓ1)."""
+        out = {}
+        for n, g in self._groups.items():
+            c = self.optimizer.state.get(g["params"][0], {}).get(L1_WEIGHT)
+            if c is not None:
+                out[n] = c
+        return out
+
+    @torch.no_grad()
+    def _refresh_weights(self) -> None:
+        """Store ``penalty.weights(w)`` for every penalised tensor in the optimizer's state,
+        where the proximal steps read them."""
+        groups = self._groups
+        params = [p for g in groups.values() for p in g["params"]]
+        if hasattr(self.penalty, "prepare"):
+            self.penalty.prepare(params)
+        for p in params:
+            c = self.penalty.weights(p)
+            state = self.optimizer.state[p]
+            if c is None:
+                state.pop(L1_WEIGHT, None)
+            else:
+                state[L1_WEIGHT] = c.to(p.dtype)
 
     def scheduled_zero_fraction(self, step: int | None = None) -> list[float]:
         """The zero fraction scheduled per scope at ``step`` (default: the last one)."""
@@ -353,8 +461,18 @@ class SparsityScheduler:
             for n in s.layers:
                 groups[n]["l1"] = l1
 
+    def _on_step_begin(self, optimizer, args, kwargs) -> None:
+        self._depth += 1
+
     def _on_optimizer_step(self, optimizer, args, kwargs) -> None:
+        """The step post-hook: the proximal step (foreign optimizers), then the scheduler's."""
+        self._depth = max(0, self._depth - 1)
+        if self._depth:
+            return
         self._optimizer_steps += 1
+        if self._prox is not None:
+            self._prox.apply()
+        self._advance()
 
     def _grads_finite(self) -> bool:
         grads = [p.grad for g in self._groups.values() for p in g["params"] if p.grad is not None]
@@ -376,17 +494,17 @@ class SparsityScheduler:
                 parts.append(g if c is None else g / c.flatten().float())
         return torch.cat(parts)
 
-    @torch.no_grad()
     def step(self) -> None:
-        """Take one scheduler step; call it once after every ``optimizer.step()``."""
-        # a step the optimizer did not take (a GradScaler skips it when the gradients are
-        # not finite) is no step: counted by a hook on optimizer.step, not by a pass over
-        # the gradients
+        """Optional: each ``optimizer.step()`` already advanced the scheduler through the
+        optimizer's step hook. Called after a step the optimizer did not take (a GradScaler
+        skips it when the gradients are not finite), it records the skip."""
         if self._optimizer_steps == self._seen_optimizer_steps:
             self.skipped_steps += 1
-            self._seen_optimizer_steps = self._optimizer_steps
-            return
         self._seen_optimizer_steps = self._optimizer_steps
+
+    @torch.no_grad()
+    def _advance(self) -> None:
+        """One scheduler step, run from the optimizer's step hook."""
         self.last_step += 1
         t = self.last_step
         if t > self.total_steps:  # trained on past the schedule: λ held, counts kept fresh
@@ -395,7 +513,7 @@ class SparsityScheduler:
             return
         steering = t <= self.hold * self.total_steps
         if steering and self.penalty.adaptive and (t - 1) % self.penalty.refresh_every == 0:
-            set_l1_weights(self.optimizer, self.penalty)
+            self._refresh_weights()
         # counting is a pass over every weight: done every `check_every` steps (and at the
         # first and last), with the correction of the steps in between applied at once
         if not (t == 1 or t % self.check_every == 0 or t == self.total_steps):
@@ -502,7 +620,7 @@ class SparsityScheduler:
                                     for p, c in zip(params, weights)])
                 thr = exact_threshold(scores, goal - count)
                 for p, c in zip(params, weights):
-                    lr = groups[s.layers[0]]["lr"]
+                    lr = self._lr(s.layers[0])
                     enter = (p == 0) & ((p.grad.abs() / (1 if c is None else c)) > thr)
                     revived += int(enter.sum())
                     p.copy_(torch.where(enter, -lr * p.grad, p))
@@ -549,5 +667,7 @@ class SparsityScheduler:
         self._nnz = self._count()
 
     def __repr__(self) -> str:
+        shown = ", ".join(self._names[:4]) + (", ..." if len(self._names) > 4 else "")
         return (f"SparsityScheduler({self.target.words()}, step {self.last_step}/"
-                f"{self.total_steps}, penalty={self.penalty!r})")
+                f"{self.total_steps}, penalty={self.penalty!r}, "
+                f"tensors=[{shown}] ({len(self._names)}))")
