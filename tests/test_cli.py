@@ -177,10 +177,10 @@ def test_config_file_is_equivalent_to_the_flags(cls_file, tmp_path):
 
 
 def test_config_flags_override_and_unknown_keys_fail(cls_file, tmp_path, capsys, monkeypatch):
-    from l1sparse import cli
+    from l1sparse.cli import fit
 
     seen = []
-    monkeypatch.setattr(cli, "cmd_fit", lambda args: seen.append(args) or 0)  # no training
+    monkeypatch.setattr(fit, "cmd_fit", lambda args: seen.append(args) or 0)  # no training
     config = tmp_path / "fit.toml"
     config.write_text(f'[fit]\ndata = "{cls_file}"\ntask = "classification"\n'
                       'target-sparsity = 0.5\nlr = 0.05\nhidden = [8, 4]\nmode = "retrain"\n')

@@ -1,6 +1,6 @@
 """``l1sparse reproduce``: run the paper's experiments and write their tables and figures.
 
-Wiring into the command line (``cli.py``)::
+Wiring into the command line (``l1sparse.cli.parser``)::
 
     from .experiments.run import add_parser
     add_parser(sub)          # sub = parser.add_subparsers(...)
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 TABLES = ("T1", "T2", "T3", "T4", "T5")
 DATASET_CHOICES = ("auto", *CLASSIFICATION_DATASETS)
 
-# the command line's exit codes (cli.py): target met, bad input, target not met
+# the command line's exit codes (l1sparse.cli.common): target met, bad input, target not met
 EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_MET = 0, 2, 3
 
 
