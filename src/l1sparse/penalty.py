@@ -370,23 +370,25 @@ class ReweightedL1Penalty(L1Penalty):
         if scale not in ("layer", "global"):
             raise ValueError(f"The 'scale' parameter must be 'layer' or 'global'. Got {scale!r}.")
         self.eps, self.refresh_every, self.scale = float(eps), int(refresh_every), scale
-        self._global_mean: float | None = None
+        self._global_mean: torch.Tensor | None = None
 
     @torch.no_grad()
     def prepare(self, weights: list[torch.Tensor]) -> None:
-        """Called with every penalised weight before a refresh: the global mean |w|."""
+        """Called with every penalised weight before a refresh: the global mean |w| (a 0-d
+        tensor: no host synchronisation)."""
         total = sum(w.numel() for w in weights)
-        self._global_mean = (float(sum(w.detach().abs().sum() for w in weights)) / total
-                             if total else 0.0)
+        self._global_mean = (torch.stack([w.detach().abs().sum().float() for w in weights])
+                             .sum() / total if total and self.scale == "global" else None)
 
     @torch.no_grad()
     def weights(self, w: torch.Tensor) -> torch.Tensor:
+        # computed on the device, without a host synchronisation: an all-zero layer (m = 0)
+        # gets c = 1 through the `where`
         a = w.detach().abs().float()
         m = a.mean()
-        if not bool(m > 0):
-            return torch.ones_like(a)
-        numerator = m if self.scale == "layer" or not self._global_mean else self._global_mean
-        return numerator / (a + self.eps * m)
+        numerator = m if self._global_mean is None else self._global_mean.to(a.device)
+        c = numerator / (a + self.eps * m)
+        return torch.where(m > 0, c, torch.ones_like(c))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eps={self.eps:g}, refresh_every={self.refresh_every})"

@@ -219,6 +219,16 @@ class _L1Groups:
             group.setdefault("l1", 0.0)
 
 
+def _bias2_sqrt(step, beta2: float):
+    """``√(1 − β₂ᵗ)``, Adam's second-moment bias correction, where the step counter lives: a
+    tensor step (on the device under the fused kernel) stays a tensor, so reading it is no
+    host synchronisation."""
+    if isinstance(step, Tensor):
+        return (1 - beta2 ** step.to(torch.float64 if step.device.type == "cpu"
+                                     else torch.float32)).sqrt()
+    return math.sqrt(1 - beta2 ** float(step))
+
+
 def sgd_threshold(group: dict) -> float:
     """The soft-threshold of one :class:`ProxSGD` step for a parameter group:
     ``lr · l1 · (1 − dampening) / (1 − momentum)``."""
@@ -438,8 +448,8 @@ class ProxAdam(_L1Groups, Adam):
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                bias2_sqrt = math.sqrt(1 - beta2 ** float(state["step"]))
-                d = state["exp_avg_sq"].sqrt().div_(bias2_sqrt).add_(group["eps"])
+                d = state["exp_avg_sq"].sqrt().div_(_bias2_sqrt(state["step"], beta2))
+                d.add_(group["eps"])
                 c = state.get(L1_WEIGHT)
                 if c is not None:
                     # weighted: the prox of lr·l1·c_i|·| in the metric diag(d) is

@@ -26,14 +26,13 @@ the elastic net ``f + wd/2‖W‖² + l1‖W‖₁`` (coupled decay, SGD/Adam) o
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from .penalty import L1_WEIGHT
-from .prox import prox_l1_, prox_l1_diagonal_, prox_l1_weighted_, sgd_threshold
+from .prox import _bias2_sqrt, prox_l1_, prox_l1_diagonal_, prox_l1_weighted_, sgd_threshold
 from .tensors import PenalisedTensor
 
 __all__ = ["ProximalStep", "metric_family"]
@@ -116,9 +115,8 @@ class ProximalStep:
             c = st.get(L1_WEIGHT)
             if self.family == "adam" and "exp_avg_sq" in st:
                 v = st["max_exp_avg_sq"] if group.get("amsgrad") else st["exp_avg_sq"]
-                beta2 = group["betas"][1]
-                bias2_sqrt = math.sqrt(1 - beta2 ** float(st["step"]))
-                d = v.sqrt().div_(bias2_sqrt).add_(group["eps"])
+                d = v.sqrt().div_(_bias2_sqrt(st["step"], group["betas"][1]))
+                d.add_(group["eps"])
                 if c is not None:
                     d = d / c
                 params, denoms = diag.setdefault(lr * l1, ([], []))
