@@ -243,6 +243,7 @@ class OuterRecord:
     max_violation: float
     epochs: float
     seconds: float
+    val_metric: float = float("nan")  # held-out metric at the row's last pass (warm mode)
 
     def as_row(self) -> dict:
         row = {k: v for k, v in asdict(self).items() if k not in ("lambdas", "nnz", "attained")}
@@ -270,6 +271,7 @@ class SelectionResult:
     guard_events: int = 0
     warnings: list[str] = field(default_factory=list)  # why the network may not work
     penalty_weights: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    validation: dict | None = None  # the held-out split, its metric and the budget search
 
     @property
     def works(self) -> bool:
@@ -603,11 +605,40 @@ def resolve_steps(steps_per_epoch: int, epochs: float | None = None,
     return max(DEFAULT_EPOCHS * steps_per_epoch, MIN_STEPS)
 
 
-def network_warnings(model: nn.Module, X: Tensor, y: Tensor, *, task: str,
-                     train_metric: float | None = None) -> list[str]:
+def budget_rungs(steps_per_epoch: int) -> list[int]:
+    """The run lengths (optimizer steps) tried when held-out data chooses the budget.
+
+    Doubling from ``DEFAULTS.budget_first_steps`` (or ``budget_first_epochs`` passes, if
+    longer) up to ``budget_max_factor`` times the default of :func:`resolve_steps`; each is a
+    whole run, its ramp, hold and learning-rate decay scaled to its length (docs/design.md
+    §5.3).
+
+    >>> budget_rungs(3), budget_rungs(469)[:2]
+    ([100, 200, 400, 800, 1600, 3200, 6000], [4690, 9380])
+    """
+    cap = max(1, round(DEFAULTS.budget_max_factor * resolve_steps(steps_per_epoch)))
+    first = min(cap, max(DEFAULTS.budget_first_steps,
+                         DEFAULTS.budget_first_epochs * steps_per_epoch))
+    rungs = [first]
+    while 2 * rungs[-1] < cap:
+        rungs.append(2 * rungs[-1])
+    if cap < 1.5 * rungs[-1]:
+        rungs[-1] = cap
+    elif rungs[-1] != cap:
+        rungs.append(cap)
+    return rungs
+
+
+def network_warnings(model: nn.Module, X: Tensor | None, y: Tensor | None, *, task: str,
+                     train_metric: float | None = None, held_out=None) -> list[str]:
     """Why a network that meets its count may still not work, one phrase each (empty: it
-    works). A hidden layer with no live unit; a train metric within 5 points of the trivial
-    predictor (majority class accuracy; for regression train MSE ≥ 0.9·Var(y))."""
+    works). A hidden layer with no live unit; a metric within 5 points of the trivial
+    predictor (majority class accuracy; for regression MSE ≥ 0.9 of the trivial predictor's).
+
+    With ``held_out`` (a :class:`~l1sparse.holdout.HeldOut`) the metric is judged on the
+    held-out data against the predictor that always answers the training majority class or
+    mean; otherwise on ``(X, y)`` (training data: accuracy, or MSE against 0.9·Var(y)).
+    """
     from .losses import metric
 
     out = []
@@ -618,6 +649,20 @@ def network_warnings(model: nn.Module, X: Tensor, y: Tensor, *, task: str,
         if rows.shape == cols.shape and not bool((rows & cols).any()):
             out.append(f"no live unit is left after layer {name}: the network is constant; "
                        "ask for fewer zeros or train longer (--steps)")
+    if held_out is not None:
+        if task == "classification" and held_out.metric <= held_out.trivial + 0.05:
+            out.append(f"validation accuracy {held_out.metric:.3f} is within 5 points of always "
+                       f"predicting the majority class ({held_out.trivial:.3f}); ask for fewer "
+                       "zeros, give more data or check the learning rate")
+        elif task == "regression" and held_out.trivial > 0 \
+                and held_out.metric >= 0.9 * held_out.trivial:
+            out.append(f"validation MSE {held_out.metric:.4g} is at least 0.9 of always "
+                       f"predicting the training mean ({held_out.trivial:.4g}): the network "
+                       "does not generalise; standardise the target or features "
+                       "(--standardize), ask for fewer zeros or give more data")
+        return out
+    if X is None:
+        return out
     if train_metric is None:
         model.eval()
         train_metric = metric(model, X, y, task)
@@ -673,6 +718,10 @@ def fit_sparse(
     resume: dict | None = None,
     shard: tuple[int, int] | None = None,
     grad_samples: int | None | str = "auto",
+    validation_fraction: float | str = "auto",
+    validation=None,
+    include=None,
+    exclude=None,
     **scheduler_kwargs,
 ) -> SelectionResult:
     """Train ``model`` in place so that it meets a sparsity target; return the selection.
@@ -708,6 +757,10 @@ def fit_sparse(
         cross-entropy by ``task``). λ is on the summed scale of *this* loss.
     n_samples : int, optional
         N for λ's summed scale when ``X`` is a loader (default ``len(X.dataset)``).
+    include, exclude : patterns, optional
+        Which tensors are penalised (:func:`~l1sparse.tensors.select_tensors`): by default
+        every ≥2-D weight of any module except embeddings and normalisation layers. The
+        count, the target and every report are over that set.
     **scheduler_kwargs :
         Warm mode: passed to :class:`~l1sparse.scheduler.SparsityScheduler` (``shape``,
         ``ramp_end``, ``hold``, ``guard``, …). Retrain mode: to the outer loop
@@ -717,12 +770,31 @@ def fit_sparse(
         scheduler); ``checkpoint`` gets, at the end of every pass over the data, a dict of
         plain types and tensors (model, optimizer, lr schedule, scheduler, generator, step)
         that ``resume=`` continues exactly (with tensors; a loader's own order is its own).
+        During a budget search they see every run; ``resume=`` finishes the run it was
+        taken from (its length is in the checkpoint) and returns it.
+    validation_fraction : float or "auto", default "auto"
+        Warm mode: the share of ``(X, y)`` held out (seeded by ``seed``, stratified by class
+        for classification; docs/design.md §5.3). "auto" is
+        ``DEFAULTS.validation_fraction`` (0.2) when neither ``steps`` nor ``epochs`` is
+        given and the default budget would run past 20 passes over the data (small data),
+        else 0; 0 trains on everything.
+    validation : (X_val, y_val) or an iterable of (x, y) batches, optional
+        Held-out data given instead of a split.
+
+        With held-out data, the run length is chosen on it when no budget is given (whole
+        runs of :func:`budget_rungs` steps until one does no better than the best); the
+        checkpoint returned is the best on it among the passes after λ is held that meet
+        the count; and ``warnings`` judge the network on it (against always predicting the
+        training majority class or mean), not on the training data.
 
     Returns
     -------
     SelectionResult
         ``lambdas`` (summed scale), ``converged`` (the count is within the tolerance),
-        ``warnings`` (why the network may not work; empty when it does), ``history``.
+        ``warnings`` (why the network may not work; empty when it does), ``history``,
+        ``validation`` (with held-out data: its size and share, the returned model's
+        held-out metric, the trivial predictor's, the checkpoint step and the run lengths
+        tried; else None).
 
     Examples
     --------
@@ -751,7 +823,8 @@ def fit_sparse(
         penalty = DEFAULTS.linear_penalty if mode == "retrain" else default_penalty(model)
     if target is None:
         target = make_target(model, nnz=nnz, zero_fraction=zero_fraction, layer_nnz=layer_nnz,
-                             layer_zero_fraction=layer_zero_fraction, tol=tol)
+                             layer_zero_fraction=layer_zero_fraction, tol=tol,
+                             include=include, exclude=exclude)
     if mode == "retrain":
         if loader:
             raise ValueError("mode='retrain' needs tensors X, y (it re-solves from the same "
@@ -769,11 +842,57 @@ def fit_sparse(
         return select_lambda(solver, target, mode="retrain", epochs=epochs_r,
                              callback=callback, **scheduler_kwargs)
 
+    # held-out data (docs/design.md §5.3): a split of small data; a budget chosen on it
+    from .holdout import (AUTO, check_validation_data, check_validation_fraction, evaluate,
+                          score_key, split_validation)
+
+    held, split_info = None, None
+    if validation is not None:
+        if validation_fraction not in (AUTO, 0):
+            raise ValueError("Give either 'validation' or a 'validation_fraction' > 0, not "
+                             "both.")
+        held = check_validation_data(validation, task=task)
+        split_info = {"fraction": None, "source": "given"}
+    else:
+        if validation_fraction == AUTO:
+            frac = 0.0
+            if not loader and steps is None and epochs is None:
+                per_all = batches_per_epoch(X.shape[0], batch_size)
+                if resolve_steps(per_all) > DEFAULT_EPOCHS * per_all and X.shape[0] >= 10:
+                    frac = DEFAULTS.validation_fraction
+        else:
+            frac = check_validation_fraction(validation_fraction)
+            if frac > 0 and loader:
+                raise ValueError("The 'validation_fraction' parameter cannot split a loader; "
+                                 "give validation=<a loader of held-out batches> instead.")
+        if frac > 0:
+            X, y, X_val, y_val = split_validation(X, y, frac, task=task, seed=seed)
+            held = (X_val, y_val)
+            split_info = {"fraction": frac, "source": "split"}
+    if held is not None and steps is None and epochs is None:
+        if resume is not None:  # finish the run the checkpoint was taken from
+            steps = resume.get("total_steps")
+        else:
+            kwargs = dict(task=task, target=target, mode=mode, optimizer=optimizer, lr=lr,
+                          momentum=momentum, batch_size=batch_size, penalty=penalty,
+                          seed=seed, device=device, loss_fn=loss_fn, n_samples=n_samples,
+                          lr_final=lr_final, callback=callback, checkpoint=checkpoint,
+                          shard=shard, grad_samples=grad_samples, validation=held,
+                          validation_fraction=0, include=include, exclude=exclude,
+                          **scheduler_kwargs)
+            per = len(X) if loader else batches_per_epoch(X.shape[0], batch_size)
+            result = _budget_search(model, lambda total: fit_sparse(
+                model, X, y, steps=total, **kwargs), budget_rungs(per), task)
+            result.validation.update(split_info)
+            return result
+
     dev = torch.device(device) if device is not None else None
     if dev is not None:
         model.to(dev)
         if not loader:
             X, y = X.to(dev), y.to(dev)
+            if isinstance(held, tuple):
+                held = (held[0].to(dev), held[1].to(dev))
     if loader:
         n = n_samples if n_samples is not None else len(X.dataset)
         per_epoch = len(X)
@@ -783,9 +902,9 @@ def fit_sparse(
         per_epoch = batches_per_epoch(n, batch_size)
         data = (X, y)
     total = resolve_steps(per_epoch, epochs, steps)
-    initial_l1 = {name: 0.0 for name in layer_names(model)}
+    initial_l1 = {name: 0.0 for name in layer_names(model, include, exclude)}
     opt = make_optimizer(model, optimizer, lr=lr, lambdas=initial_l1, n_samples=n,
-                         momentum=momentum)
+                         momentum=momentum, include=include, exclude=exclude)
     lr_sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=lr * lr_final)
     sched = SparsityScheduler(opt, total_steps=total, n_samples=n, penalty=penalty,
                               **_target_kwargs(target), **scheduler_kwargs)
@@ -830,11 +949,33 @@ def fit_sparse(
             if callback is not None:
                 callback(rec)
 
+    y_ref = None if loader else y  # the trivial predictor answers the training mean/majority
+    best = {"key": None, "state": None, "step": total, "held": None, "row": None}
+
+    def watch(step: int) -> None:
+        """The held-out metric on the latest history row (each new row, and every pass once
+        λ is held); after the hold, the best checkpoint that meets the count is kept."""
+        holding = step > sched.hold * total
+        if not (holding or (history and history[-1] is not best["row"])):
+            return
+        ho = evaluate(model, held, task, trivial_from=y_ref)
+        if history:
+            history[-1].val_metric = ho.metric
+            best["row"] = history[-1]
+        if holding and target.met(nnz_per_layer(model)):
+            key = score_key(ho, task)
+            if best["key"] is None or key <= best["key"]:  # ties: the later, longer-trained
+                best.update(key=key, state=copy.deepcopy(model.state_dict()), step=step,
+                            held=ho)
+
     def on_epoch(step: int, loss_sum: float, samples: int) -> None:
         if history:  # the mean batch loss of the pass, on the summed scale
             history[-1].loss = loss_sum / max(samples, 1) * n
+        if held is not None:
+            watch(step)
         if checkpoint is not None:
-            checkpoint({"format": 2, "step": step, "model": model.state_dict(),
+            checkpoint({"format": 2, "step": step, "total_steps": total,
+                        "model": model.state_dict(),
                         "optimizer": opt.state_dict(), "lr_scheduler": lr_sched.state_dict(),
                         "scheduler": sched.state_dict(), "generator": generator.get_state(),
                         "history": [asdict(r) for r in history],
@@ -843,8 +984,23 @@ def fit_sparse(
     train_steps(net, data, opt, task=task, steps=total, start_step=done, batch_size=batch_size,
                 generator=generator, loss_fn=loss_fn, after_step=after_step, on_epoch=on_epoch,
                 shard=shard, device=dev if loader else None)
+    validation_report = None
+    if held is not None:
+        if best["state"] is not None and best["step"] != total:
+            model.load_state_dict(best["state"])
+            log.info("returning the checkpoint of step %d, the best on the held-out data",
+                     best["step"])
+        ho = best["held"] if best["state"] is not None else evaluate(
+            model, held, task, trivial_from=y_ref)
+        validation_report = {**(split_info or {}), "n_samples": ho.n,
+                             "metric": ho.metric, "loss": ho.loss, "trivial_metric": ho.trivial,
+                             "checkpoint_step": best["step"] if best["state"] is not None
+                             else total}
     nnz_now = nnz_per_layer(model)
-    warnings = [] if loader else network_warnings(model, X, y, task=task)
+    if held is not None:
+        warnings = network_warnings(model, None, None, task=task, held_out=ho)
+    else:
+        warnings = [] if loader else network_warnings(model, X, y, task=task)
     for w in warnings:
         log.info("network check: %s", w)
     return SelectionResult(
@@ -854,7 +1010,43 @@ def fit_sparse(
         seconds=seconds_before + time.perf_counter() - t_start, steps=total,
         penalty=sched.penalty.name, final_projection=sched.final,
         guard_events=sched.guard_events, warnings=warnings,
-        penalty_weights=sched.penalty_weights)
+        penalty_weights=sched.penalty_weights, validation=validation_report)
+
+
+def _budget_search(model: nn.Module, run: Callable[[int], SelectionResult],
+                   rungs: Sequence[int], task: str) -> SelectionResult:
+    """Whole runs of each length in ``rungs`` from the same initial weights, until
+    ``DEFAULTS.budget_patience`` in a row do no better on the held-out data than the best;
+    the model is left as the best run returned it (a run that meets the count beats one
+    that does not)."""
+    from .holdout import HeldOut, score_key
+
+    initial = copy.deepcopy(model.state_dict())
+    best_key, best_state, best_result = None, None, None
+    tried, seconds, worse = [], 0.0, 0
+    for total in rungs:
+        model.load_state_dict(initial)
+        result = run(total)
+        seconds += result.seconds
+        v = result.validation
+        held = HeldOut(metric=v["metric"], loss=v["loss"], trivial=v["trivial_metric"],
+                       n=v["n_samples"])
+        key = (not result.converged, *score_key(held, task))
+        tried.append({"steps": total, "metric": v["metric"], "loss": v["loss"],
+                      "met": result.converged, "seconds": result.seconds})
+        log.info("budget %d steps: held-out metric %.4g (count met: %s)", total, v["metric"],
+                 result.converged)
+        if best_key is None or key < best_key:
+            best_key, best_state, best_result, worse = key, copy.deepcopy(
+                model.state_dict()), result, 0
+        else:
+            worse += 1
+            if worse >= DEFAULTS.budget_patience:
+                break
+    model.load_state_dict(best_state)
+    best_result.seconds = seconds
+    best_result.validation["budget"] = tried
+    return best_result
 
 
 def _target_kwargs(target: Target) -> dict:

@@ -106,9 +106,10 @@ def check_fraction(value, what: str) -> float:
     return value
 
 
-def _layers(model_or_layers) -> list[tuple[str, int]]:
+def _layers(model_or_layers, include=None, exclude=None) -> list[tuple[str, int]]:
     if isinstance(model_or_layers, nn.Module):
-        return [(n, m.weight.numel()) for n, m in penalised_layers(model_or_layers)]
+        return [(n, m.weight.numel())
+                for n, m in penalised_layers(model_or_layers, include, exclude)]
     return [(str(n), int(t)) for n, t in model_or_layers]
 
 
@@ -120,6 +121,8 @@ def make_target(
     layer_nnz: Sequence[int] | Mapping[str, int] | None = None,
     layer_zero_fraction: Sequence[float] | Mapping[str, float] | None = None,
     tol: float | None = None,
+    include=None,
+    exclude=None,
 ) -> Target:
     """Build a :class:`Target` from exactly one of the four ways of stating it.
 
@@ -132,7 +135,9 @@ def make_target(
     zero_fraction : float
         Global share of zero weights, in ``[0, 1)`` ("0.9" = 90 % zeros).
     layer_nnz, layer_zero_fraction : sequence, or mapping from layer name
-        One target per penalised layer (a mapping must name every layer).
+        One target per penalised tensor (a mapping must name every tensor).
+    include, exclude : patterns, optional
+        With a model: which tensors are penalised (:func:`~l1sparse.tensors.select_tensors`).
     tol : float, optional
         In the unit of the target: a count for ``nnz``, a fraction for ``zero_fraction``.
         Default: 0 for counts (exactly the count asked for), 0.005 for fractions. A per-layer
@@ -155,7 +160,7 @@ def make_target(
         raise ValueError("Give exactly one target: 'nnz', 'zero_fraction', 'layer_nnz' or "
                          f"'layer_zero_fraction'. Got {sorted(given) or 'none'}.")
     (name, value), = given.items()
-    layers = _layers(model)
+    layers = _layers(model, include, exclude)
     if not layers:
         raise ValueError("The model has no penalisable layer (nn.Linear or nn.Conv*).")
     total = sum(t for _, t in layers)

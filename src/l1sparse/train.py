@@ -80,6 +80,8 @@ def make_optimizer(
     lambdas: Mapping[str, float],
     n_samples: int,
     momentum: float = 0.0,
+    include=None,
+    exclude=None,
 ) -> torch.optim.Optimizer:
     """A proximal optimizer for ``model`` with λ_k (summed scale) turned into ``l1 = λ_k / N``.
 
@@ -92,7 +94,7 @@ def make_optimizer(
         N, the number of training samples.
     """
     l1 = {k: lambda_per_sample(v, n_samples) for k, v in lambdas.items()}
-    groups = param_groups(model, l1)
+    groups = param_groups(model, l1, include=include, exclude=exclude)
     if name == "sgd":
         return ProxSGD(groups, lr=lr, momentum=momentum)
     if name == "adam":
