@@ -40,6 +40,17 @@ class TrainingDefaults:
         Debiasing (fine-tuning the support) uses ``lr · debias_lr_factor``.
     network_penalty, linear_penalty : "reweighted", "l1"
         The penalty of warm-mode networks and of linear models (the convex case).
+    validation_fraction : 0.2
+        The held-out share carved from the training data where the default budget would run
+        past ``epochs`` passes (small data; docs/design.md §5.3).
+    budget_first_steps, budget_first_epochs : 100, 10
+        With held-out data and no budget given, the first run length tried is the larger of
+        these (steps, passes); each next one doubles, up to ``budget_max_factor`` times the
+        default budget.
+    budget_max_factor : 2.0
+    budget_patience : 1
+        The search stops after this many run lengths in a row that do no better on the
+        held-out data than the best so far.
     """
 
     optimizer: str = "sgd"
@@ -54,6 +65,11 @@ class TrainingDefaults:
     debias_lr_factor: float = 0.1
     network_penalty: str = "reweighted"
     linear_penalty: str = "l1"
+    validation_fraction: float = 0.2
+    budget_first_steps: int = 100
+    budget_first_epochs: int = 10
+    budget_max_factor: float = 2.0
+    budget_patience: int = 1
 
     def lr_for(self, optimizer: str) -> float:
         return self.lr_adam if optimizer == "adam" else self.lr_sgd
