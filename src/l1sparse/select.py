@@ -57,7 +57,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MODES = ("warm", "retrain")
+MODES = ("warm", "retrain", "paper")
 
 
 # --------------------------------------------------------------------------- targets
@@ -729,9 +729,16 @@ def fit_sparse(
     ``mode="warm"`` (default) is our training loop stepped with a
     :class:`~l1sparse.scheduler.SparsityScheduler`: one run of ``steps`` optimizer steps, the
     zero fraction ramped from the dense side and λ steered so the count tracks it, then held
-    while the learning rate decays (cosine, to ``lr · lr_final``). ``mode="retrain"`` is the
-    paper's scheme: each outer iteration trains at a constant λ from the same initial weights
-    and the paper's update (:func:`~l1sparse.rule.propose`) chooses the next λ; plain ℓ1 only.
+    while the learning rate decays (cosine, to ``lr · lr_final``). ``mode="paper"`` is the
+    paper's own scheme (:func:`~l1sparse.retrain.retrain_select` with ``rule="paper"``): each
+    outer iteration trains at a constant λ from the same initial weights, plain proximal SGD
+    (no momentum unless given) at a constant rate, stopped on entering the tolerance, and the
+    bracketed median of the full-data γ chooses the next λ. ``mode="retrain"`` is the same
+    loop with the sorted-gradient rule (:func:`~l1sparse.rule.propose`) and, mini-batch, the
+    default momentum and a cosine decay per training, each training run to its budget
+    (``stop_on_entry=False``). Both are plain ℓ1 and return
+    ``RetrainResult.to_selection()``; ``epochs`` is the budget of one training (default
+    ``DEFAULTS.full_batch_epochs`` full batch, ``DEFAULTS.epochs`` mini-batch).
 
     Parameters
     ----------
@@ -763,8 +770,9 @@ def fit_sparse(
         count, the target and every report are over that set.
     **scheduler_kwargs :
         Warm mode: passed to :class:`~l1sparse.scheduler.SparsityScheduler` (``shape``,
-        ``ramp_end``, ``hold``, ``guard``, …). Retrain mode: to the outer loop
-        (``max_outer``, ``refine``, ``lam_init``, ``checkpoint``, ``resume``, …).
+        ``ramp_end``, ``hold``, ``guard``, …). Paper and retrain modes: to
+        :func:`~l1sparse.retrain.retrain_select` (``max_trainings``, ``rel_tol``,
+        ``layers_required``, ``start``, ``widen``, ``max_widen``, ``eval_data``, …).
     callback, checkpoint, resume :
         Warm mode: ``callback`` gets each history row (one per guard window of the
         scheduler); ``checkpoint`` gets, at the end of every pass over the data, a dict of
@@ -813,6 +821,7 @@ def fit_sparse(
     if mode not in MODES:
         raise ValueError(f"The 'mode' parameter must be one of {list(MODES)}. Got {mode!r}.")
     lr = DEFAULTS.lr_for(optimizer) if lr is None else lr
+    momentum_given = momentum
     momentum = DEFAULTS.momentum_for(batch_size=batch_size) if momentum is None else momentum
     loader = not isinstance(X, (Tensor,)) and not hasattr(X, "__array__")
     if not loader:
@@ -820,27 +829,36 @@ def fit_sparse(
     elif y is not None:
         raise ValueError("The 'y' parameter must be None when 'X' is a loader of (x, y) batches.")
     if penalty == "auto":
-        penalty = DEFAULTS.linear_penalty if mode == "retrain" else default_penalty(model)
+        penalty = (DEFAULTS.linear_penalty if mode in ("retrain", "paper")
+                   else default_penalty(model))
     if target is None:
         target = make_target(model, nnz=nnz, zero_fraction=zero_fraction, layer_nnz=layer_nnz,
                              layer_zero_fraction=layer_zero_fraction, tol=tol,
                              include=include, exclude=exclude)
-    if mode == "retrain":
+    if mode in ("retrain", "paper"):  # full trainings from the same start (retrain.py)
+        from .retrain import retrain_select
+
         if loader:
-            raise ValueError("mode='retrain' needs tensors X, y (it re-solves from the same "
+            raise ValueError(f"mode={mode!r} needs tensors X, y (it re-solves from the same "
                              "start at every outer iteration).")
         if penalty != "l1":
-            raise ValueError("mode='retrain' is the paper's scheme with plain l1: give "
-                             "penalty='l1' (or 'auto' for a linear model).")
-        if grad_samples == "auto":
-            grad_samples = auto_grad_samples(X.shape[0])
-        epochs_r = DEFAULT_EPOCHS if epochs is None else int(epochs)
-        solver = TrainingSolver(model, X, y, task=task, optimizer=optimizer, lr=lr,
-                                momentum=momentum, batch_size=batch_size, seed=seed,
-                                schedule_epochs=epochs_r if batch_size is not None else None,
-                                device=device, grad_samples=grad_samples)
-        return select_lambda(solver, target, mode="retrain", epochs=epochs_r,
-                             callback=callback, **scheduler_kwargs)
+            raise ValueError(f"mode={mode!r} retrains with plain l1: give penalty='l1' (or "
+                             "'auto').")
+        if device is not None:
+            model.to(device)
+            X, y = X.to(device), y.to(device)
+        if epochs is None:
+            epochs = DEFAULTS.full_batch_epochs if batch_size is None else DEFAULT_EPOCHS
+        if mode == "paper" and momentum_given is None:
+            momentum = 0.0  # the paper's plain proximal SGD
+        cosine = mode == "retrain" and batch_size is not None
+        # the sibling rule trains each λ to its budget, as before; the paper stops on entry
+        scheduler_kwargs.setdefault("stop_on_entry", mode == "paper")
+        return retrain_select(
+            model, X, y, task=task, target=target, rule="paper" if mode == "paper" else "sorted",
+            epochs_per_training=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+            momentum=momentum, lr_final=lr_final if cosine else None, seed=seed,
+            callback=callback, shard=shard, **scheduler_kwargs).to_selection()
 
     # held-out data (docs/design.md §5.3): a split of small data; a budget chosen on it
     from .holdout import (AUTO, check_validation_data, check_validation_fraction, evaluate,
