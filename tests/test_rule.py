@@ -105,3 +105,48 @@ def test_bracket_ends_expire_after_memory_iterations():
 def test_max_step_damps_the_change():
     g = torch.tensor([8.0, 4.0, 2.0, 1.0, 0.5])
     assert propose(10.0, 1, 5, g, Bracket(), 1, max_step=1.4, memory=None) == pytest.approx(10 / 1.4)
+
+
+# --------------------------------------------------------------------------- the paper's own rule
+
+from l1sparse.rule import layers_within, median_inside, paper_bracket, paper_next_lambda  # noqa: E402
+
+
+def test_paper_bracket_takes_the_closest_runs_on_each_side_and_their_extreme_lambdas():
+    runs = [(1e-3, 24), (1e-7, 25_380), (1.44e-5, 14_644), (3.05e-5, 3_622)]
+    assert paper_bracket(runs, 2000) == (3.05e-5, 1e-3)
+    # ties in the count: the smallest λ above, the largest λ below
+    runs = [(1e-3, 10), (5e-4, 10), (1e-7, 900), (2e-7, 900)]
+    assert paper_bracket(runs, 100) == (2e-7, 5e-4)
+    # a run on the target is on both sides
+    assert paper_bracket([(1e-4, 100), (1e-3, 5)], 100) == (1e-4, 1e-4)
+    assert paper_bracket([(1e-3, 5)], 100) == (None, 1e-3)
+
+
+def test_median_inside_counts_only_values_strictly_inside_and_falls_back_to_the_midpoint():
+    g = torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0, 9.0], dtype=torch.float64)
+    assert median_inside(g, 1.0, 4.0) == 2.5  # 2 and 3 inside; the ends excluded
+    assert median_inside(g, 4.0, 0.5) == 2.0  # either order: 1, 2, 3 inside
+    assert median_inside(g, 5.0, 8.0) == 6.5  # none inside
+    assert median_inside(g, 0.0, 100.0) == 2.5
+
+
+def test_paper_next_lambda_on_a_synthetic_bracket_and_gradient_set():
+    # the authors' first update: the bracket (1e-7, 1e-3); 5 gradients, 3 inside it
+    g = torch.tensor([2e-3, 5e-4, 4e-5, 1e-5, 5e-8], dtype=torch.float64)
+    assert paper_next_lambda([(1e-3, 24), (1e-7, 25_380)], 2000, g) == pytest.approx(4e-5)
+    # a new too-dense run at 4e-5 narrows the bracket to (4e-5, 1e-3): only 5e-4 is inside
+    runs = [(1e-3, 24), (1e-7, 25_380), (4e-5, 3000)]
+    assert paper_next_lambda(runs, 2000, g) == pytest.approx(5e-4)
+    # nothing inside (6e-5, 8e-5): the midpoint
+    runs = [(8e-5, 1900), (6e-5, 2100)]
+    assert paper_next_lambda(runs, 2000, g) == pytest.approx(7e-5)
+    with pytest.raises(ValueError, match="do not bracket the target 2000: no run is too dense"):
+        paper_next_lambda([(1e-3, 24), (1e-4, 1500)], 2000, g)
+
+
+def test_layers_within_is_relative_to_each_layer_target():
+    assert layers_within([650, 1261, 950, 47], [650, 1200, 1000, 45], 0.05) == [
+        True, False, True, True]
+    with pytest.raises(ValueError, match="one value per layer"):
+        layers_within([1, 2], [1, 2, 3], 0.1)
