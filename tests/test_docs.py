@@ -71,9 +71,14 @@ before = dict(torch_rng=torch.get_rng_state().clone(), np_rng=np.random.get_stat
               dtype=torch.get_default_dtype(), grad=torch.is_grad_enabled(),
               modules=set(sys.modules))
 import l1sparse
-# l1sparse.sklearn is the scikit-learn interface: it imports scikit-learn by design
+# l1sparse.sklearn is the scikit-learn interface: it imports scikit-learn by design; so do the
+# trainer integrations their frameworks (whose own imports set warnings filters, environment
+# variables and, for lightning, the random module's state); l1sparse.integrations itself is
+# walked
+EXTRAS = ("l1sparse.sklearn", "l1sparse.integrations.huggingface",
+          "l1sparse.integrations.lightning")
 names = [m.name for m in pkgutil.walk_packages(l1sparse.__path__, "l1sparse.")
-         if not m.name.endswith("__main__") and m.name != "l1sparse.sklearn"]
+         if not m.name.endswith("__main__") and m.name not in EXTRAS]
 for name in names:
     importlib.import_module(name)
 changed = []
