@@ -512,13 +512,15 @@ def test_a_bare_linear_and_float64(tmp_path):
     path = tmp_path / "linear.safetensors"
     save_model(net, path, format="csr")
     meta = read_metadata(path)
-    assert meta["layers"] == [{"name": "", "type": "Linear", "weight": "weight", "shape": [3, 6]}]
+    # named as the penalised set names it (select_tensors: the key of a root module's weight)
+    assert meta["layers"] == [{"name": "weight", "type": "Linear", "weight": "weight",
+                               "shape": [3, 6]}]
     fresh = load(path, model=nn.Linear(6, 3, dtype=torch.float64))
     assert _states_equal(fresh, net)
     from l1sparse.export import layer_sparsity
 
     report = layer_sparsity(path)
-    assert [(r.name, r.nnz, r.total) for r in report.layers] == [("", 9, 18)]
+    assert [(r.name, r.nnz, r.total) for r in report.layers] == [("weight", 9, 18)]
 
 
 def test_layer_sparsity_from_the_file_equals_sparsity_of_the_module(tmp_path, lenet, images):
@@ -665,3 +667,130 @@ def test_cli_export_a_users_module_between_storages(tmp_path, images, capsys):
     assert main(["export", str(csr), "--compact", "--out", str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr().err
     assert "--compact needs an MLP model file" in err and "Sequential" in err
+
+
+# --- the models people train today: the penalised set decides what is stored as CSR ----------
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from l1sparse.models import resnet_small, vit_small  # noqa: E402
+from l1sparse.tensors import select_tensors  # noqa: E402
+
+
+class _LSTMNet(nn.Module):
+    """An LSTM language-model-like classifier: embedding, LSTM, linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.fc = nn.Linear(16, 20)
+
+    def forward(self, x):
+        return self.fc(self.lstm(self.embed(x))[0])
+
+
+def _zero_set(net: nn.Module, zero_fraction: float, seed: int = 0) -> nn.Module:
+    """Zero a random share of every tensor of the default penalised set, in place."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in select_tensors(net, warn=False):
+            w = t.param.view(-1)
+            w[torch.randperm(w.numel(), generator=g)[:round(zero_fraction * w.numel())]] = 0
+    return net
+
+
+def _zoo():
+    return {
+        "resnet": _zero_set(resnet_small(width=4, blocks=(1, 1), seed=0), 0.8).eval(),
+        "vit": _zero_set(vit_small(dim=16, depth=2, heads=2, mlp_dim=32, seed=0), 0.8).eval(),
+    }
+
+
+@pytest.mark.filterwarnings("ignore:l1sparse leaves these trainable tensors")
+@pytest.mark.parametrize("storage", ["dense", "csr"])
+def test_zoo_models_round_trip_in_a_fresh_process(tmp_path, storage):
+    """save_model here; load(path) with no model= in a new interpreter rebuilds the ResNet (with
+    BatchNorm statistics) and the ViT, and predicts exactly what the saved model predicted."""
+    x = torch.randn(8, 784, generator=torch.Generator().manual_seed(0))
+    for name, net in _zoo().items():
+        with torch.no_grad():
+            net.train()(torch.randn(16, 784))  # BatchNorm statistics that are not the defaults
+            net.eval()
+            expected = net(x)
+        path = tmp_path / f"{name}.safetensors"
+        save_model(net, path, format=storage)
+        torch.save(x, tmp_path / "x.pt")
+        code = ("import sys, torch; from l1sparse import load; m = load(sys.argv[1]); "
+                "torch.set_grad_enabled(False); "  # as above: the encoder's inference path
+                "torch.save(m(torch.load(sys.argv[2])), sys.argv[3])")
+        out = tmp_path / f"{name}.out.pt"
+        proc = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "x.pt"),
+                               str(out)], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert torch.equal(torch.load(out), expected)
+        meta = read_metadata(path)
+        assert meta["architecture"] == net.config
+        assert [layer["name"] for layer in meta["layers"]] == [
+            t.name for t in select_tensors(net, warn=False)]
+
+
+@pytest.mark.filterwarnings("ignore:l1sparse leaves these trainable tensors")
+def test_csr_stores_every_tensor_of_the_set_attention_and_lstm_included(tmp_path):
+    vit = _zoo()["vit"]
+    path = tmp_path / "vit.safetensors"
+    save_model(vit, path, format="csr")
+    shapes = read_metadata(path)["shapes"]
+    assert shapes["encoder.layers.0.self_attn.in_proj_weight"] == [48, 16]
+    assert shapes["patch_embed.weight"] == [16, 1, 4, 4]
+    assert "pos_embedding" not in shapes and "encoder.layers.0.norm1.weight" not in shapes
+
+    torch.manual_seed(0)
+    lm = _zero_set(_LSTMNet(), 0.9).eval()
+    path = tmp_path / "lm.safetensors"
+    save_model(lm, path, format="csr")
+    meta = read_metadata(path)
+    assert set(meta["shapes"]) == {"lstm.weight_ih_l0", "lstm.weight_hh_l0", "fc.weight"}
+    assert meta["selection"] == {"include": None, "exclude": None}
+    tokens = torch.randint(0, 20, (3, 5), generator=torch.Generator().manual_seed(1))
+    fresh = load(path, model=_LSTMNet())
+    with torch.no_grad():
+        assert torch.equal(fresh(tokens), lm(tokens))
+
+
+def test_the_set_given_to_save_model_is_stored_and_read_back_without_keywords(tmp_path):
+    from l1sparse.export import convert, layer_sparsity
+
+    torch.manual_seed(0)
+    lm = _zero_set(_LSTMNet(), 0.5)
+    path = tmp_path / "lm.safetensors"
+    save_model(lm, path, format="csr", include=["embed.*", "lstm.*"], exclude=nn.Linear)
+    meta = read_metadata(path)
+    assert meta["selection"] == {"include": ["embed.*", "lstm.*"], "exclude": ["Linear"]}
+    assert [layer["name"] for layer in meta["layers"]] == [
+        "embed", "lstm.weight_ih_l0", "lstm.weight_hh_l0"]
+    assert [r.name for r in layer_sparsity(path).layers] == [
+        "embed", "lstm.weight_ih_l0", "lstm.weight_hh_l0"]
+    again = tmp_path / "again.safetensors"
+    convert(path, again, format="dense")  # the set travels with the file
+    assert read_metadata(again)["layers"] == meta["layers"]
+    assert read_metadata(again)["selection"] == meta["selection"]
+    with pytest.raises(ValueError, match=r"'include' pattern 'nothing_\*' matches no tensor"):
+        save_model(lm, tmp_path / "x.safetensors", include="nothing_*")
+
+
+def test_a_file_written_before_the_selection_was_stored_reads_as_the_default(tmp_path, lenet):
+    path = tmp_path / "old.safetensors"
+    save_model(lenet, path, format="csr")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    del header["selection"]
+    save_file(tensors, str(path), metadata=header)
+    meta = read_metadata(path)
+    assert meta["selection"] == {"include": None, "exclude": None}
+    assert _states_equal(load(path), lenet)

@@ -9,35 +9,44 @@ key                value
 ``format``         ``"l1sparse"`` (marks the file as ours)
 ``version``        ``"1"``
 ``storage``        ``"dense"`` or ``"csr"``
-``architecture``   ``json.dumps(model.config)`` for the built-in :class:`~l1sparse.MLP` (the
-                   argument of :func:`~l1sparse.build_model`, so :func:`load` can rebuild it);
-                   ``{}`` for any other module
+``architecture``   ``json.dumps(model.config)`` for a model of the zoo (:class:`~l1sparse.MLP`,
+                   :func:`~l1sparse.models.resnet_small`, :func:`~l1sparse.models.vit_small`:
+                   the argument of :func:`~l1sparse.build_model`, so :func:`load` can rebuild
+                   it); ``{}`` for any other module
 ``module``         JSON ``{"class": type(model).__name__}``: a description for people and
                    error messages, never imported
-``layers``         JSON list, one entry per penalised layer (``nn.Linear``, ``nn.Conv1d/2d/3d``,
-                   :class:`~l1sparse.SparseLinear`) in model order: ``{"name", "type",
-                   "weight": state_dict key, "shape"}``
+``layers``         JSON list, one entry per penalised tensor in ``state_dict`` order (the set
+                   of :func:`~l1sparse.tensors.select_tensors` with the ``include``/``exclude``
+                   given to :func:`save_model`, plus the CSR weight of each
+                   :class:`~l1sparse.SparseLinear`): ``{"name", "type": the holding module's
+                   class, "weight": state_dict key, "shape"}``
+``selection``      JSON ``{"include": ..., "exclude": ...}``: the patterns that chose the set
+                   (module types by class name), ``null`` for the default
 ``shapes``         JSON ``{tensor name: shape}`` of the weights stored as CSR (``{}`` if dense)
 ``extra``          JSON of the caller's ``metadata`` (λ, nnz, accuracy, …)
 =================  ======================================================================
 
-No entry names code to import: a file is data only. The built-in MLP is rebuilt by l1sparse
+No entry names code to import: a file is data only. A zoo model (MLP, small ResNet, small ViT)
+is rebuilt by l1sparse
 from its ``architecture``; any other module is constructed by the user and filled with
 ``load(path, model=MyNet())``. The per-layer counts (:func:`layer_sparsity`) and the conversion
 between storages (:func:`convert`) need the file alone.
 
 With ``storage="dense"`` the tensors are the ``state_dict`` as is, zeros included, so
 ``module.load_state_dict(safetensors.torch.load_file(path))`` loads it without l1sparse. With
-``storage="csr"`` the weight ``W`` of every penalised layer is reshaped to ``(shape[0], -1)`` and
-stored as the three arrays of its compressed sparse row form, ``<layer>.weight.values``,
-``<layer>.weight.col_indices`` and ``<layer>.weight.crow_indices`` (int32 whenever the counts
+``storage="csr"`` every penalised tensor ``W`` (a layer's weight, an attention's
+``in_proj_weight``, an LSTM's ``weight_ih_l0``, ...) is reshaped to ``(shape[0], -1)`` and
+stored as the three arrays of its compressed sparse row form, ``<key>.values``,
+``<key>.col_indices`` and ``<key>.crow_indices`` (int32 whenever the counts
 fit, int64 otherwise); biases and every other tensor stay dense. Only the nonzeros are written,
 so a 95 % sparse network takes about ``0.05 · (4 + 4)`` bytes per float32 weight instead of 4.
 Loading either storage gives back the same weights (``torch.equal``), exact zeros included; a
 ``-0.0`` comes back as ``0.0``.
 
 Files written before ``module`` and ``layers`` existed (built-in MLPs only) read as before: their
-layers are derived from the architecture.
+layers are derived from the architecture. Files written before ``selection`` existed read as
+chosen by the default set; their ``layers`` (``nn.Linear`` and ``nn.Conv1d/2d/3d`` weights) are
+what the default set chooses for such models.
 """
 
 from __future__ import annotations
@@ -56,9 +65,9 @@ from torch import Tensor, nn
 
 from ._atomic import atomic_write
 from .models import build_model
-from .penalty import PENALISED_TYPES
 from .sparse_inference import SparseLinear
 from .sparsity import LayerSparsity, SparsityReport
+from .tensors import select_tensors
 
 __all__ = [
     "FORMAT_NAME",
@@ -80,17 +89,19 @@ STORAGES = ("dense", "csr")
 
 _CSR_PARTS = ("values", "col_indices", "crow_indices")
 _INT32_MAX = torch.iinfo(torch.int32).max
-# A layer type whose weight is stored as CSR; SparseLinear is the inference form of nn.Linear.
-_CSR_TYPES = (*PENALISED_TYPES, SparseLinear)
 
 
 # --------------------------------------------------------------------------- writing
 
 
+_ZOO_KINDS = ("mlp", "resnet_small", "vit_small")
+
+
 def _mlp_architecture(model: nn.Module) -> dict[str, Any] | None:
-    """The built-in MLP's ``config``, checked to be rebuildable; None for any other module."""
+    """A zoo model's ``config`` (MLP, small ResNet, small ViT), checked to be rebuildable;
+    None for any other module."""
     config = getattr(model, "config", None)
-    if not isinstance(config, Mapping) or config.get("kind") != "mlp":
+    if not isinstance(config, Mapping) or config.get("kind") not in _ZOO_KINDS:
         return None
     config = dict(config)
     try:
@@ -107,15 +118,41 @@ def _weight_key(layer: str) -> str:
     return f"{layer}.weight" if layer else "weight"
 
 
-def _layer_records(model: nn.Module, state: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One record per penalised layer whose weight is in ``state``, in model order."""
+def _layer_records(model: nn.Module, state: Mapping[str, Any], include=None,
+                   exclude=None) -> list[dict[str, Any]]:
+    """One record per penalised tensor in ``state`` (the set of
+    :func:`~l1sparse.tensors.select_tensors`, and each SparseLinear's CSR weight), in
+    ``state_dict`` order."""
+    try:
+        tensors = select_tensors(model, include, exclude, warn=False)
+    except ValueError:
+        if include is not None or exclude is not None:
+            raise  # a pattern that matches nothing: the caller's mistake, said as it is
+        tensors = []  # nothing penalisable (e.g. every Linear already a SparseLinear)
     records = []
-    for name, module in model.named_modules():
+    for t in tensors:
+        key = next((a for a in t.aliases if isinstance(state.get(a), Tensor)), None)
+        if key is not None:
+            records.append({"name": t.name, "type": type(t.module).__name__, "weight": key,
+                            "shape": list(state[key].shape)})
+    for name, module in model.named_modules():  # the inference form of nn.Linear
         key = _weight_key(name)
-        if isinstance(module, _CSR_TYPES) and isinstance(state.get(key), Tensor):
+        if isinstance(module, SparseLinear) and isinstance(state.get(key), Tensor):
             records.append({"name": name, "type": type(module).__name__, "weight": key,
                             "shape": list(state[key].shape)})
-    return records
+    order = {k: i for i, k in enumerate(state)}
+    return sorted(records, key=lambda r: order[r["weight"]])
+
+
+def _selection(include, exclude) -> dict[str, Any]:
+    """The patterns that chose the set, as JSON (module types by class name)."""
+    def plain(patterns):
+        if patterns is None:
+            return None
+        items = [patterns] if isinstance(patterns, (str, type)) else list(patterns)
+        return [p.__name__ if isinstance(p, type) else str(p) for p in items]
+
+    return {"include": plain(include), "exclude": plain(exclude)}
 
 
 def _index_dtype(bound: int) -> torch.dtype:
@@ -172,6 +209,7 @@ def _write(
     module: Mapping[str, Any],
     layers: list[dict[str, Any]],
     extra: str,
+    selection: Mapping[str, Any] | None = None,
 ) -> int:
     """Write the dense tensors of ``state``; the weights of ``layers`` as CSR if asked."""
     path = os.fspath(path)
@@ -196,6 +234,8 @@ def _write(
         "architecture": json.dumps(dict(architecture), sort_keys=True),
         "module": json.dumps(dict(module), sort_keys=True),
         "layers": json.dumps(layers),
+        "selection": json.dumps(dict(selection or {"include": None, "exclude": None}),
+                                sort_keys=True),
         "shapes": json.dumps(shapes, sort_keys=True),
         "extra": extra,
     }
@@ -216,12 +256,15 @@ def save_model(
     *,
     format: str = "dense",  # noqa: A002 - the name the CLI and the file format use
     metadata: Mapping[str, Any] | None = None,
+    include=None,
+    exclude=None,
 ) -> int:
     """Write ``model``'s ``state_dict`` to a safetensors model file, dense or with CSR weights.
 
     Any ``nn.Module`` can be saved: every tensor of its ``state_dict`` is stored (parameters and
     persistent buffers, e.g. batch-norm statistics). The file describes the module but names no
-    code to import; an :class:`~l1sparse.MLP` is rebuilt by :func:`load` from its stored
+    code to import; a zoo model (:class:`~l1sparse.MLP`, :func:`~l1sparse.models.resnet_small`,
+    :func:`~l1sparse.models.vit_small`) is rebuilt by :func:`load` from its stored
     architecture, any other module is loaded with ``load(path, model=MyNet())``.
 
     The file is written to a temporary file in the same directory and moved into place with
@@ -231,7 +274,7 @@ def save_model(
     Parameters
     ----------
     model : nn.Module
-        The network: an :class:`~l1sparse.MLP` (its ``config`` is stored, and its ``state_dict``
+        The network: a zoo model (its ``config`` is stored, and its ``state_dict``
         must match it), or any other module. A module returned by
         :func:`~l1sparse.sparse_inference.to_sparse` is accepted (its CSR weights are written
         like dense ones).
@@ -239,12 +282,17 @@ def save_model(
         Destination file; its directory must exist. An existing file is replaced.
     format : {"dense", "csr"}, default "dense"
         ``"dense"`` stores the ``state_dict`` as is (loadable with
-        ``safetensors.torch.load_file`` alone); ``"csr"`` stores the weight of each
-        ``nn.Linear``, ``nn.Conv1d/2d/3d`` and ``SparseLinear`` in compressed sparse row form
-        (see the module docstring).
+        ``safetensors.torch.load_file`` alone); ``"csr"`` stores every penalised tensor (and
+        each ``SparseLinear``'s weight) in compressed sparse row form (see the module
+        docstring).
     metadata : mapping, optional
         JSON-serialisable information kept in the file under ``extra`` and returned by
         :func:`read_metadata` (e.g. λ per layer, nnz, test accuracy).
+    include, exclude : patterns, optional
+        The penalised set, as given to :func:`~l1sparse.param_groups` for training
+        (:func:`~l1sparse.tensors.select_tensors`); default: the default set. It is stored in
+        the file (``layers``, ``selection``), so :func:`layer_sparsity`, :func:`convert` and the
+        command line's ``inspect``/``export`` need no keywords again.
 
     Returns
     -------
@@ -255,7 +303,8 @@ def save_model(
     ------
     ValueError
         If ``format`` is unknown, ``metadata`` is not a JSON-serialisable mapping, an MLP's
-        ``state_dict`` does not match its config, or the ``state_dict`` holds something a
+        ``state_dict`` does not match its config, ``include``/``exclude`` match nothing,
+        or the ``state_dict`` holds something a
         safetensors file cannot store (a non-tensor extra state, an uninitialised lazy
         parameter).
     FileNotFoundError
@@ -307,7 +356,8 @@ def save_model(
                 )
     return _write(path, state, storage=format, architecture=config or {},
                   module={"class": type(model).__name__},
-                  layers=_layer_records(model, state), extra=extra)
+                  layers=_layer_records(model, state, include, exclude), extra=extra,
+                  selection=_selection(include, exclude))
 
 
 # --------------------------------------------------------------------------- reading
@@ -361,6 +411,7 @@ def _read_header(path: str | os.PathLike) -> dict[str, Any]:
                                "storage": storage}
     for key, default, kind in (("architecture", "{}", dict), ("module", "{}", dict),
                                ("layers", None, list), ("shapes", "{}", dict),
+                               ("selection", '{"exclude": null, "include": null}', dict),
                                ("extra", "{}", dict)):
         text = raw.get(key, default)
         if text is None:
@@ -395,10 +446,12 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     -------
     dict
         ``{"format", "version", "storage", "architecture": dict, "module": dict,
-        "layers": list, "shapes": dict, "extra": dict}``, where ``architecture`` is the built-in
-        MLP's config (``{}`` for any other module), ``module`` describes the saved class
-        (``{"class": name}``), ``layers`` lists the penalised layers and ``shapes`` maps each
-        CSR-stored weight to its shape.
+        "layers": list, "selection": dict, "shapes": dict, "extra": dict}``, where
+        ``architecture`` is a zoo model's config (``{}`` for any other module), ``module``
+        describes the saved class (``{"class": name}``), ``layers`` lists the penalised tensors,
+        ``selection`` the patterns that chose them (``None`` for the default set; files
+        written before it existed read as the default) and ``shapes`` maps each CSR-stored
+        weight to its shape.
 
     Raises
     ------
@@ -512,7 +565,7 @@ def _fill(model: nn.Module, name: str, meta: Mapping[str, Any], state: dict[str,
 
 
 def _rebuild(name: str, meta: Mapping[str, Any], state: dict[str, Tensor]) -> nn.Module:
-    """The built-in MLP of the file's architecture, with the stored weights."""
+    """The zoo model of the file's architecture, with the stored weights."""
     if not meta["architecture"]:
         cls = _class_name(meta)
         raise ValueError(
@@ -555,7 +608,7 @@ def load(
     *,
     device: str | torch.device | None = None,
 ) -> nn.Module:
-    """Load a model file, dense or CSR: into a module you pass, or rebuilding the built-in MLP.
+    """Load a model file, dense or CSR: into a module you pass, or rebuilding a zoo model.
 
     Parameters
     ----------
@@ -566,7 +619,8 @@ def load(
         the stored tensors, after one check that names and shapes match its ``state_dict``
         exactly (the error lists every mismatch). Values are copied into the module's own
         tensors, as ``load_state_dict`` does, so they take its dtype and device. Without it,
-        the file must hold a built-in :class:`~l1sparse.MLP`, which is rebuilt from the stored
+        the file must hold a zoo model (an :class:`~l1sparse.MLP`, a small ResNet or ViT),
+        which is rebuilt from the stored
         architecture in the stored precision.
     device : str or torch.device, optional
         Where the returned module lives. Default: the CPU for a rebuilt MLP; wherever ``model``
@@ -714,4 +768,5 @@ def convert(
     if meta["architecture"]:
         state = _rebuild(name, meta, state).state_dict()  # checked against the architecture
     return _write(path, state, storage=format, architecture=meta["architecture"],
-                  module=meta.get("module", {}), layers=meta["layers"], extra=extra)
+                  module=meta.get("module", {}), layers=meta["layers"], extra=extra,
+                  selection=meta.get("selection"))
