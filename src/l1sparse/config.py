@@ -51,6 +51,9 @@ class TrainingDefaults:
     budget_patience : 1
         The search stops after this many run lengths in a row that do no better on the
         held-out data than the best so far.
+    budget_refit : True
+        After a search on a split the library carved itself, the network returned is a run
+        of the chosen length (in passes) on all the training data.
     """
 
     optimizer: str = "sgd"
@@ -70,6 +73,7 @@ class TrainingDefaults:
     budget_first_epochs: int = 10
     budget_max_factor: float = 2.0
     budget_patience: int = 1
+    budget_refit: bool = True
 
     def lr_for(self, optimizer: str) -> float:
         return self.lr_adam if optimizer == "adam" else self.lr_sgd

@@ -172,10 +172,11 @@ def score_key(held: HeldOut, task: str) -> tuple[float, float]:
     return (-held.metric, held.loss)
 
 
-def check_validation_data(validation, *, task: str):
+def check_validation_data(validation, *, task: str, like: Tensor | None = None):
     """``validation=`` as given to :func:`~l1sparse.select.fit_sparse`: a pair ``(X_val,
-    y_val)`` (checked and returned as tensors of the library's types) or an iterable of
-    ``(x, y)`` batches (returned as it is)."""
+    y_val)`` (checked, against the training inputs ``like`` when given, and returned as
+    tensors of the library's types) or an iterable of ``(x, y)`` batches (returned as it
+    is)."""
     from .validation import check_training_data
 
     if not isinstance(validation, (tuple, list)):
@@ -187,6 +188,9 @@ def check_validation_data(validation, *, task: str):
         raise ValueError("The 'validation' parameter must be a pair (X_val, y_val). Got "
                          f"{len(validation)} items.")
     X, y = validation
+    if like is not None and hasattr(X, "shape") and tuple(X.shape[1:]) != tuple(like.shape[1:]):
+        raise ValueError(f"The 'X_val' parameter has samples of shape {tuple(X.shape[1:])}; "
+                         f"the training inputs have {tuple(like.shape[1:])}.")
     if task == "classification":
         # the held-out labels need not contain every class: checked as numbers, then as labels
         X, yf = check_training_data(X, y, task="regression", name_X="X_val", name_y="y_val")

@@ -793,7 +793,10 @@ def fit_sparse(
         runs of :func:`budget_rungs` steps until one does no better than the best); the
         checkpoint returned is the best on it among the passes after λ is held that meet
         the count; and ``warnings`` judge the network on it (against always predicting the
-        training majority class or mean), not on the training data.
+        training majority class or mean), not on the training data. After a search on a
+        split carved here, the network returned is a run of the chosen length (in passes)
+        on all of ``(X, y)`` (``DEFAULTS.budget_refit``); its held-out figures are then
+        those of the chosen run, an estimate for it.
 
     Returns
     -------
@@ -861,20 +864,21 @@ def fit_sparse(
             callback=callback, shard=shard, **scheduler_kwargs).to_selection()
 
     # held-out data (docs/design.md §5.3): a split of small data; a budget chosen on it
-    from .holdout import (AUTO, check_validation_data, check_validation_fraction, evaluate,
-                          score_key, split_validation)
+    from .holdout import (AUTO, HeldOut, check_validation_data, check_validation_fraction,
+                          evaluate, score_key, split_validation)
 
     held, split_info = None, None
     if validation is not None:
         if validation_fraction not in (AUTO, 0):
             raise ValueError("Give either 'validation' or a 'validation_fraction' > 0, not "
                              "both.")
-        held = check_validation_data(validation, task=task)
+        held = check_validation_data(validation, task=task, like=None if loader else X)
         split_info = {"fraction": None, "source": "given"}
     else:
         if validation_fraction == AUTO:
             frac = 0.0
-            if not loader and steps is None and epochs is None:
+            if not loader and steps is None and epochs is None and (
+                    resume is None or resume.get("held_out", True)):
                 per_all = batches_per_epoch(X.shape[0], batch_size)
                 if resolve_steps(per_all) > DEFAULT_EPOCHS * per_all and X.shape[0] >= 10:
                     frac = DEFAULTS.validation_fraction
@@ -884,25 +888,44 @@ def fit_sparse(
                 raise ValueError("The 'validation_fraction' parameter cannot split a loader; "
                                  "give validation=<a loader of held-out batches> instead.")
         if frac > 0:
+            X_all, y_all = X, y
             X, y, X_val, y_val = split_validation(X, y, frac, task=task, seed=seed)
             held = (X_val, y_val)
             split_info = {"fraction": frac, "source": "split"}
+    if resume is not None and steps is None and epochs is None:
+        steps = resume.get("total_steps")  # finish the run the checkpoint was taken from
     if held is not None and steps is None and epochs is None:
-        if resume is not None:  # finish the run the checkpoint was taken from
-            steps = resume.get("total_steps")
-        else:
-            kwargs = dict(task=task, target=target, mode=mode, optimizer=optimizer, lr=lr,
-                          momentum=momentum, batch_size=batch_size, penalty=penalty,
-                          seed=seed, device=device, loss_fn=loss_fn, n_samples=n_samples,
-                          lr_final=lr_final, callback=callback, checkpoint=checkpoint,
-                          shard=shard, grad_samples=grad_samples, validation=held,
-                          validation_fraction=0, include=include, exclude=exclude,
-                          **scheduler_kwargs)
-            per = len(X) if loader else batches_per_epoch(X.shape[0], batch_size)
-            result = _budget_search(model, lambda total: fit_sparse(
-                model, X, y, steps=total, **kwargs), budget_rungs(per), task)
-            result.validation.update(split_info)
+        kwargs = dict(task=task, target=target, mode=mode, optimizer=optimizer, lr=lr,
+                      momentum=momentum, batch_size=batch_size, penalty=penalty,
+                      seed=seed, device=device, loss_fn=loss_fn, n_samples=n_samples,
+                      lr_final=lr_final, callback=callback, checkpoint=checkpoint,
+                      shard=shard, grad_samples=grad_samples, validation=held,
+                      validation_fraction=0, include=include, exclude=exclude,
+                      **scheduler_kwargs)
+        per = len(X) if loader else batches_per_epoch(X.shape[0], batch_size)
+        initial = copy.deepcopy(model.state_dict())
+        result = _budget_search(model, lambda total: fit_sparse(
+            model, X, y, steps=total, **kwargs), budget_rungs(per), task)
+        result.validation.update(split_info)
+        if split_info["source"] != "split" or not DEFAULTS.budget_refit:
             return result
+        # the length chosen, as passes over the data, run again on all of it: a fifth
+        # more data for the network returned (on diabetes at 50 % zeros the chosen run
+        # alone had a test MSE 0.026 above prune + fine-tune's, the refit 0.000)
+        model.load_state_dict(initial)
+        kwargs.update(validation=None, validation_fraction=0)
+        refit = fit_sparse(model, X_all, y_all, epochs=result.steps / per, **kwargs)
+        v = result.validation
+        held_out = HeldOut(metric=v["metric"], loss=v["loss"], trivial=v["trivial_metric"],
+                           n=v["n_samples"])
+        refit.warnings = network_warnings(model, None, None, task=task, held_out=held_out)
+        for w in refit.warnings:
+            log.info("network check: %s", w)
+        refit.validation = {**v, "refit": {"steps": refit.steps,
+                                           "epochs": refit.epochs_total,
+                                           "seconds": refit.seconds}}
+        refit.seconds += result.seconds
+        return refit
 
     dev = torch.device(device) if device is not None else None
     if dev is not None:
@@ -993,6 +1016,7 @@ def fit_sparse(
             watch(step)
         if checkpoint is not None:
             checkpoint({"format": 2, "step": step, "total_steps": total,
+                        "held_out": held is not None,
                         "model": model.state_dict(),
                         "optimizer": opt.state_dict(), "lr_scheduler": lr_sched.state_dict(),
                         "scheduler": sched.state_dict(), "generator": generator.get_state(),
