@@ -168,3 +168,90 @@ def test_grid_select_needs_the_kept_states(blobs):
         res.select(0.9)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         res.select(1.0)
+
+
+# --------------------------------------------------------------------------- torch.ao.pruning
+
+
+def _ao(net, X, y, **kw):
+    from l1sparse.baselines_ao import torch_ao_pruning
+
+    return torch_ao_pruning(net, X, y, task="classification", **kw)
+
+
+def test_flat_sparsifier_ranks_a_conv_kernel_through_its_out_by_rest_view():
+    from l1sparse.baselines_ao import FlatWeightNormSparsifier
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 2, bias=False))
+    with torch.no_grad():  # 24 distinct magnitudes, the sign alternating
+        values = torch.arange(1.0, 25.0) * torch.tensor([1.0, -1.0]).repeat(12)
+        conv[0].weight.copy_(values[torch.randperm(24, generator=torch.Generator()
+                                                   .manual_seed(0))].view(3, 2, 2, 2))
+    before = conv[0].weight.detach().clone()
+    sp = FlatWeightNormSparsifier(sparsity_level=0.5)
+    sp.prepare(conv, [{"tensor_fqn": "0.weight"}])
+    sp.step()
+    sp.squash_mask()
+    after = conv[0].weight.detach()
+    # exactly round(0.5 · 24) = 12 zeros, and they are the entries with |w| <= 12
+    assert int((after == 0).sum()) == 12
+    assert torch.equal(after == 0, before.abs() <= 12)
+    assert torch.equal(after[after != 0], before[after != 0])
+
+
+def test_torch_ao_gives_every_tensor_the_same_fraction_not_a_global_one(blobs):
+    X, y = blobs
+    net = mlp(10, [16], 2, seed=0)
+    with torch.no_grad():  # magnitude pruning would take all its zeros from fc1
+        net.fc1.weight.mul_(1e-3)
+    res = _ao(net, X, y, zero_fraction=0.75, epochs=2, frequency=2, lr=1e-3, batch_size=32)
+    # round(0.75 · 160) = 120 and round(0.75 · 32) = 24: per tensor, uniform
+    assert res.details["zeros"] == {"fc1": 120, "fc2": 24}
+    assert int((net.fc1.weight == 0).sum()) == 120 and int((net.fc2.weight == 0).sum()) == 24
+    assert res.nnz == 192 - 144 and res.total == 192
+
+
+def test_torch_ao_follows_the_cubic_schedule_and_leaves_plain_parameters(blobs):
+    X, y = blobs
+    net = mlp(10, [32, 16], 2, seed=0)
+    params = [m.weight for _, m in penalised_layers(net)]
+    # 256 / 32 = 8 steps per epoch, 4 epochs = 32 steps; window [0, 16], an update every 3
+    res = _ao(net, X, y, zero_fraction=0.9, epochs=4, end=0.5, frequency=3, lr=1e-2,
+              batch_size=32)
+    steps = [s for s, _ in res.details["levels"]]
+    assert steps == [3, 6, 9, 12, 15, 16] and res.details["end_step"] == 16
+    for s, level in res.details["levels"]:
+        assert math.isclose(level, gmp_schedule(s, initial=0.0, final=0.9, begin=0, end=16))
+    assert res.details["zeros"] == {"fc1": 288, "fc2": 461, "fc3": 29}
+    for (_, m), p in zip(penalised_layers(net), params):  # the mask folded in, same objects
+        assert m.weight is p and not hasattr(m.module, "parametrizations")
+
+
+def test_torch_ao_counts_per_tensor_on_conv_kernels_and_attention():
+    from l1sparse.models import resnet_small, vit_small
+    from l1sparse.tensors import select_tensors
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(32, 784, generator=g), torch.randint(0, 10, (32,), generator=g)
+    nets = [resnet_small(width=2, seed=0),
+            vit_small(dim=8, depth=1, heads=2, mlp_dim=16, seed=0)]
+    for net, opt in zip(nets, ("sgd", "adam")):
+        res = _ao(net, X, y, zero_fraction=0.9, epochs=2, frequency=1, batch_size=16,
+                  optimizer=opt)
+        tensors = select_tensors(net, warn=False)
+        assert any(t.param.dim() == 4 for t in tensors)
+        for t in tensors:
+            assert int(t.numel() - torch.count_nonzero(t.param)) == round(0.9 * t.numel()), t.name
+        assert net(X[:2]).shape == (2, 10)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(zero_fraction=1.0), r"\[0, 1\)"),
+    (dict(zero_fraction=0.5, begin=0.6, end=0.6), "begin < end"),
+    (dict(zero_fraction=0.5, frequency=0), "'frequency'"),
+    (dict(zero_fraction=0.5, epochs=0), "'epochs'"),
+])
+def test_torch_ao_bad_inputs_raise_value_error(blobs, kw, match):
+    X, y = blobs
+    with pytest.raises(ValueError, match=match):
+        _ao(mlp(10, [3], 2), X, y, **kw)
