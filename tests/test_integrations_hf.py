@@ -194,6 +194,15 @@ def test_unknown_step_count_asks_for_total_steps(tmp_path):
                           model=tiny_gpt2(), optimizer=torch.optim.AdamW(tiny_gpt2().parameters()))
 
 
+def test_resume_without_scheduler_state_says_so(tmp_path):
+    model = tiny_gpt2()
+    state = TrainerState(max_steps=100, global_step=50)  # a checkpoint of another run
+    with pytest.raises(ValueError, match="holds no l1sparse scheduler state"):
+        SparsityCallback(zero_fraction=0.5).on_train_begin(
+            trainer_args(tmp_path), state, TrainerControl(), model=model,
+            optimizer=torch.optim.AdamW(model.parameters()))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({}, "exactly one target"),
     ({"zero_fraction": 0.5, "nnz": 10}, "exactly one target"),

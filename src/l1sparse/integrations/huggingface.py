@@ -189,6 +189,11 @@ class SparsityCallback(TrainerCallback):
                         "the schedule will not finish", self.total_steps, state.max_steps)
         inner = unwrap_optimizer(optimizer)
         saved = inner.param_groups[0].pop(STATE_KEY, None) if inner.param_groups else None
+        if state.global_step > 0 and saved is None:
+            raise ValueError(
+                f"Resuming at step {state.global_step}, but the checkpoint's optimizer state "
+                "holds no l1sparse scheduler state (saved without SparsityCallback, or without "
+                "the optimizer): resume a checkpoint of a SparsityCallback run.")
         n, self.n_samples_source = self.n_samples, "given"
         if n is None:
             dataset = getattr(train_dataloader, "dataset", None)
@@ -199,12 +204,7 @@ class SparsityCallback(TrainerCallback):
                                            **self._keywords)
         log.info("SparsityCallback: %r over %d optimizer steps; N = %s", self.scheduler,
                  total, self.n_samples_source)
-        if state.global_step > 0:
-            if saved is None:
-                raise ValueError(
-                    f"Resuming at step {state.global_step}, but the checkpoint's optimizer "
-                    "state holds no l1sparse scheduler state (saved without SparsityCallback, "
-                    "or without the optimizer): resume a checkpoint of a SparsityCallback run.")
+        if state.global_step > 0:  # resumed: the state came back with the optimizer's
             self.scheduler.load_state_dict(saved)
             if self.scheduler.last_step != state.global_step:
                 log.warning("SparsityCallback: the scheduler resumes at step %d, the Trainer "

@@ -109,6 +109,10 @@ class SparsityCallback(Callback):
                 raise ValueError("The Lightning Trainer does not know its number of optimizer "
                                  f"steps ({estimate}): give SparsityCallback(total_steps=...).")
             total = int(estimate)
+        if trainer.global_step > 0 and self._saved is None:
+            raise ValueError(f"Resuming at step {trainer.global_step}, but the checkpoint holds "
+                             "no SparsityCallback state: resume a checkpoint of a "
+                             "SparsityCallback run.")
         n = self.n_samples
         if n is None:
             try:
@@ -121,11 +125,7 @@ class SparsityCallback(Callback):
         self.scheduler = SparsityScheduler(unwrap_optimizer(optimizers[0]), model=pl_module,
                                            total_steps=total, n_samples=n, **self._keywords)
         log.info("SparsityCallback: %r over %d optimizer steps, N = %s", self.scheduler, total, n)
-        if trainer.global_step > 0:
-            if self._saved is None:
-                raise ValueError(f"Resuming at step {trainer.global_step}, but the checkpoint "
-                                 "holds no SparsityCallback state: resume a checkpoint of a "
-                                 "SparsityCallback run.")
+        if self._saved is not None:
             self.scheduler.load_state_dict(self._saved)
         self._saved = None
 
