@@ -243,3 +243,21 @@ def test_core_imports_no_trainer_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.stdout.strip() == "[]"
+
+
+def test_logged_values_per_tensor_and_without_n():
+    from l1sparse import SparsityScheduler, mlp
+    from l1sparse.integrations import metrics
+
+    net = mlp(6, [8], 3, seed=0)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    sched = SparsityScheduler(opt, model=net, layer_zero_fraction=[0.5, 0.25], total_steps=5)
+    values = metrics(sched)
+    assert "l1sparse/lambda" not in values and values["l1sparse/met"] == 0.0  # no N: no λ
+    assert values["l1sparse/nnz"] == 6 * 8 + 8 * 3 and values["l1sparse/zero_fraction"] == 0.0
+    sched.remove()
+    sched = SparsityScheduler(opt, model=net, layer_zero_fraction=[0.5, 0.25], total_steps=5,
+                              n_samples=100)
+    assert {k for k in metrics(sched) if "lambda" in k} == {"l1sparse/lambda/fc1",
+                                                            "l1sparse/lambda/fc2"}
+    sched.remove()
