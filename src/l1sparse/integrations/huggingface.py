@@ -109,7 +109,10 @@ def infer_n_samples(dataset, model=None) -> tuple[int | None, str]:
     if isinstance(first, Mapping):
         labels = first.get("labels")
         if labels is not None:
-            labels = torch.as_tensor(labels)
+            try:
+                labels = torch.as_tensor(labels)
+            except (TypeError, ValueError, RuntimeError):  # not numbers: count samples
+                return n, f"{n} samples (labels not numeric)"
             if labels.dim() == 0:
                 return n, f"{n} samples (scalar labels)"
             flat = labels.flatten()[1:] if causal else labels.flatten()
