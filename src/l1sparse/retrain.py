@@ -466,7 +466,8 @@ def _bracket(target, runs, history, train_at, left, start, n, widen, max_widen
             if not left():
                 return gammas
             counts = [r[-1][1] for r in runs]
-            wrong = [(c > s.nnz + s.tol) if end == "high" else (c < s.nnz - s.tol)
+            # the bracket needs a count at or below each target and one at or above it
+            wrong = [(c > s.nnz) if end == "high" else (c < s.nnz)
                      for c, s in zip(counts, scopes)]
             if not any(wrong):
                 break
