@@ -126,9 +126,9 @@ def render(records: list[dict]) -> str:
         "paired over the splits, ± one standard error; *no worse* when |Δ| ≤ SE or Δ is on "
         "the better side. CPU seconds per fit (old / new).",
         "",
-        "| set | tuned on | target | old | new | p+ft | Δ new − p+ft | verdict | new steps "
-        "(median) | count met (new) | CPU s old / new |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| set | tuned on | target | old | new | p+ft | Δ new − p+ft | verdict | Δ new − old | "
+        "new steps (median) | count met (new) | CPU s old / new |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(r["set"], r["target"]) for r in records},
                   key=lambda k: (list(SETS).index(k[0]), -k[1]))
@@ -142,13 +142,16 @@ def render(records: list[dict]) -> str:
         se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
         better = d.mean() < 0 if reg else d.mean() > 0
         verdict = "no worse" if (abs(d.mean()) <= se or better) else "**worse**"
+        d_old = vals["new"] - vals["old"]
+        se_old = d_old.std(ddof=1) / math.sqrt(len(d_old)) if len(d_old) > 1 else float("nan")
         steps = int(np.median([r["steps"] for r in by["new"]]))
         met = sum(r["met"] for r in by["new"])
         cpu = [np.mean([r["cpu_seconds"] for r in by[m]]) for m in ("old", "new")]
         lines.append(
             f"| {name} | {'yes' if by['new'][0]['tuned_on'] else 'no'} | {target:.0%} | "
             f"{vals['old'].mean():.4f} | {vals['new'].mean():.4f} | {vals['pft'].mean():.4f} | "
-            f"{d.mean():+.4f} ± {se:.4f} | {verdict} | {steps} | {met}/{len(by['new'])} | "
+            f"{d.mean():+.4f} ± {se:.4f} | {verdict} | {d_old.mean():+.4f} ± {se_old:.4f} | "
+            f"{steps} | {met}/{len(by['new'])} | "
             f"{cpu[0]:.1f} / {cpu[1]:.1f} |")
     return "\n".join(lines) + "\n"
 
