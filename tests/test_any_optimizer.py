@@ -163,9 +163,11 @@ def test_bad_input_each_gets_one_clear_error():
         SparsityScheduler(ProxSGD(param_groups(net), lr=0.1), model=net, exclude="fc2",
                           zero_fraction=0.5, total_steps=10, n_samples=10)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="total_steps"):  # a failed constructor ...
+        SparsityScheduler(opt, model=net, zero_fraction=0.5, total_steps=0, n_samples=10)
     sched = SparsityScheduler(opt, model=net, layer_nnz={"fc1.weight": 10, "fc2": 5},
                               total_steps=10, n_samples=10)
-    assert sched.target.per_layer
+    assert sched.target.per_layer  # ... left the optimizer free
     sched.remove()
     with pytest.raises(ValueError, match=r"'fc9' is not one of the penalised tensors"):
         SparsityScheduler(opt, model=net, layer_nnz={"fc9": 10}, total_steps=10, n_samples=10)

@@ -266,12 +266,6 @@ class SparsityScheduler:
             log.info("%s", describe(tensors))
         self.optimizer = optimizer
         self._optimizer_steps = self._seen_optimizer_steps = 0
-        # a step() that calls its parent's step() (ProxAdam: Adam's) fires the hooks twice
-        # once torch has patched the parent class: act only when the outermost step ends
-        self._depth = 0
-        self._hooks = [optimizer.register_step_pre_hook(self._on_step_begin),
-                       optimizer.register_step_post_hook(self._on_optimizer_step)]
-        optimizer._l1sparse_scheduler = self
         self.total_steps = _positive_int(total_steps, "total_steps")
         if loss_reduction not in REDUCTIONS:
             raise ValueError(f"The 'loss_reduction' parameter must be one of {list(REDUCTIONS)}. "
@@ -339,6 +333,14 @@ class SparsityScheduler:
         self._live_ref: dict[str, tuple[int, int]] = dict(self._live)
         self._window_start = self._last_check = self._last_record = 0
         self._write_l1()
+        # attached last, once every argument is valid: a constructor that raised leaves the
+        # optimizer free. A step() that calls its parent's step() (ProxAdam: Adam's) fires
+        # the hooks twice once torch has patched the parent class: act only when the
+        # outermost step ends
+        self._depth = 0
+        self._hooks = [optimizer.register_step_pre_hook(self._on_step_begin),
+                       optimizer.register_step_post_hook(self._on_optimizer_step)]
+        optimizer._l1sparse_scheduler = self
 
     @property
     def _groups(self) -> dict[str, dict]:
