@@ -153,7 +153,7 @@ def test_dead_conv_channels_go_with_their_batchnorm_and_the_function_is_kept():
     assert (rec["stages.0.0.conv1"].dead, rec["stages.0.0.conv1"].removed) == (3, 2)
     assert "constant nonzero" in rec["stages.0.0.conv1"].note
     assert rec["stages.0.0.conv2"].removed == 0 and "residual" in rec["stages.0.0.conv2"].note
-    assert rec["fc"].removed == 0 and rec["fc"].note == "model output"
+    assert rec["fc"].removed == 0 and rec["fc"].note == "the model's output"
     with torch.no_grad():
         x = _x(64, seed=1)
         torch.testing.assert_close(small(x), net(x), rtol=0, atol=1e-5)
@@ -251,3 +251,26 @@ def test_pruned_attention_with_masks_equals_the_original(batch_first):
             torch.testing.assert_close(small(q, q, q, need_weights=False, **kw)[0],
                                        mha(q, q, q, need_weights=False, **kw)[0],
                                        rtol=0, atol=1e-5)
+
+
+class _TwoHeads(nn.Module):
+    """Returns a hidden layer's activations as well as the logits: those units are outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        return self.fc2(h), h
+
+
+def test_units_the_model_returns_are_kept():
+    torch.manual_seed(0)
+    net = _TwoHeads().eval()
+    with torch.no_grad():
+        net.fc2.weight[:, 1] = 0  # nobody reads unit 1 of fc1 ... except the caller
+    result = compact_model(net, torch.randn(4, 6))
+    assert _records(result)["fc1"].removed == 0
+    assert _records(result)["fc1"].note == "the model's output"
+    assert result.model.fc1.out_features == 5 and result.max_abs_diff == 0.0

@@ -382,7 +382,7 @@ def _constant_after(value: torch.Tensor, module, node) -> torch.Tensor | None:
     return None
 
 
-def _chain_units(dg, producer: nn.Module, label: str, unit: str) -> Compaction:
+def _chain_units(dg, producer: nn.Module, label: str, unit: str, outputs: set) -> Compaction:
     """Remove the dead output units of one Conv/Linear whose traced graph to its consumers is a
     chain (BatchNorm, activations, pooling, reshapes); report them kept elsewhere."""
     import torch_pruning as tp
@@ -405,6 +405,8 @@ def _chain_units(dg, producer: nn.Module, label: str, unit: str) -> Compaction:
     seen = set()
     while frontier:
         node, value = frontier.pop()
+        if not node.outputs or node.grad_fn in outputs:  # what the model returns
+            coupled = coupled or "model output"
         for nxt in node.outputs:
             if id(nxt) in seen:
                 continue
@@ -424,12 +426,13 @@ def _chain_units(dg, producer: nn.Module, label: str, unit: str) -> Compaction:
             coupled = _op_name(nxt) or type(module).__name__
     if coupled:
         what = ("on a residual stream" if coupled.startswith(("Add", "Sub")) else
+                "the model's output" if coupled == "model output" else
                 f"not a chain (traced {coupled})")
         dead = int(no_in.sum())
         return Compaction(label, unit, width, dead, 0, f"dead, kept: {what}" if dead else what)
     if not consumers:
         return Compaction(label, unit, width, int(no_in.sum()), 0,
-                          "dead, kept: the model's output" if no_in.any() else "model output")
+                          "dead, kept: the model's output" if no_in.any() else "the model's output")
     no_out = torch.ones(width, dtype=torch.bool, device=w.device)
     for item in group._group:
         target = item.dep.target.module
@@ -500,6 +503,8 @@ def compact_model(model: nn.Module, example_inputs=None, *, check: bool = True,
     """
     import copy
 
+    from torch.utils._pytree import tree_leaves
+
     from .tensors import select_tensors
 
     if not isinstance(model, nn.Module):
@@ -521,7 +526,15 @@ def compact_model(model: nn.Module, example_inputs=None, *, check: bool = True,
         with torch.enable_grad(), warnings.catch_warnings():
             # a parameter outside any layer (a position table) is never pruned here
             warnings.filterwarnings("ignore", message="Unwrapped parameters")
-            dg = tp.DependencyGraph().build_dependency(small, example_inputs=inputs)
+            outputs: set = set()  # the autograd nodes of the traced outputs
+
+            def capture(out):
+                outputs.update(o.grad_fn for o in tree_leaves(out)
+                               if isinstance(o, torch.Tensor) and o.grad_fn is not None)
+                return out
+
+            dg = tp.DependencyGraph().build_dependency(small, example_inputs=inputs,
+                                                       output_transform=capture)
         for name, module in list(small.named_modules()):
             if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) or \
                     _inside(name, transformer):
@@ -532,7 +545,8 @@ def compact_model(model: nn.Module, example_inputs=None, *, check: bool = True,
                                           module.weight.shape[1], 0, 0,
                                           "not checked: transposed convolution"))
                 continue
-            records.append(_chain_units(dg, module, names.get(id(module.weight), name), unit))
+            records.append(_chain_units(dg, module, names.get(id(module.weight), name), unit,
+                                        outputs))
     for name, module in list(small.named_modules()):
         if isinstance(module, nn.TransformerEncoderLayer):
             records.append(_compact_ffn(small, name, module, names))
@@ -540,15 +554,17 @@ def compact_model(model: nn.Module, example_inputs=None, *, check: bool = True,
             records.append(_compact_heads(small, name, module, names))
     result = CompactResult(small.eval(), records)
     if check and inputs is not None:
-        before, after = model.training, small.training
+        before = model.training
         model.eval()
         try:
-            y0, y1 = model(*inputs), small(*inputs)
+            y0, y1 = (tree_leaves(m(*inputs)) for m in (model, small))
         finally:
             model.train(before)
-        diff = float((y0 - y1).abs().max()) if y0.numel() else 0.0
+        pairs = [(a, b) for a, b in zip(y0, y1) if isinstance(a, torch.Tensor) and a.numel()]
+        diff = max((float((a - b).abs().max()) for a, b in pairs), default=0.0)
+        scale = max((float(a.abs().max()) for a, _ in pairs), default=0.0)
         result.max_abs_diff = diff
-        if diff > atol * max(1.0, float(y0.abs().max())):
+        if diff > atol * max(1.0, scale):
             raise RuntimeError(f"compact_model changed the outputs by {diff:.3g} (> {atol}); "
                                "please report this model.")
     return result
