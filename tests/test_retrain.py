@@ -126,3 +126,40 @@ def test_fit_sparse_paper_mode_returns_a_selection_from_the_retrain_engine():
     assert res.history[0].phase == "high" and res.outer_iterations == len(res.history)
     with pytest.raises(ValueError, match="mode='paper' retrains with plain l1"):
         fit_sparse(net, X, y, task="regression", nnz=10, mode="paper", penalty="reweighted")
+
+
+def _retrain_on_rank(rank, world, port, path):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    try:
+        X, y = _regression()
+        res = retrain_select(mlp(3, [8], 1, seed=0), X, y, task="regression", nnz=10, tol=1,
+                             epochs_per_training=50, max_trainings=4, stop_on_entry=False,
+                             start=(1e-1, 1e-7), shard=(rank, world))
+        if rank == 0:
+            torch.save([(r.lambdas["fc1"], r.nnz_total) for r in res.history], path)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_data_parallel_ranks_take_the_same_decisions_as_one_process(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "history.pt"
+    mp.spawn(_retrain_on_rank, args=(2, port, str(path)), nprocs=2, join=True)
+    two = torch.load(path, weights_only=True)
+    X, y = _regression()
+    one = retrain_select(mlp(3, [8], 1, seed=0), X, y, task="regression", nnz=10, tol=1,
+                         epochs_per_training=50, max_trainings=4, stop_on_entry=False,
+                         start=(1e-1, 1e-7))
+    assert [c for _, c in two] == [r.nnz_total for r in one.history]
+    assert [lam for lam, _ in two] == pytest.approx([r.lambdas["fc1"] for r in one.history],
+                                                    rel=1e-3)  # float32 sums in another order
