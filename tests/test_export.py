@@ -794,3 +794,23 @@ def test_a_file_written_before_the_selection_was_stored_reads_as_the_default(tmp
     meta = read_metadata(path)
     assert meta["selection"] == {"include": None, "exclude": None}
     assert _states_equal(load(path), lenet)
+
+
+@pytest.mark.filterwarnings("ignore:l1sparse leaves these trainable tensors")
+def test_a_compacted_vit_is_saved_as_weights_and_loads_into_a_compacted_copy(tmp_path):
+    pytest.importorskip("torch_pruning")
+    from l1sparse.compact import compact_model
+
+    vit = vit_small(dim=16, depth=1, heads=4, mlp_dim=32, seed=0).eval()
+    with torch.no_grad():
+        vit.encoder.layers[0].self_attn.out_proj.weight[:, :4] = 0  # head 0 silent
+    small = compact_model(vit).model
+    path = tmp_path / "small.safetensors"
+    save_model(small, path, format="csr")
+    meta = read_metadata(path)
+    assert meta["architecture"] == {}  # its config describes the model before compaction
+    assert meta["shapes"]["encoder.layers.0.self_attn.in_proj_weight"] == [36, 16]
+    fresh = load(path, model=compact_model(vit).model)
+    x = torch.randn(4, 784, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(fresh(x), small(x))

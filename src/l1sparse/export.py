@@ -114,6 +114,14 @@ def _mlp_architecture(model: nn.Module) -> dict[str, Any] | None:
     return config
 
 
+def _fits(config: Mapping[str, Any], state: Mapping[str, Tensor]) -> bool:
+    """Whether ``state`` has exactly the names and shapes of ``build_model(config)``."""
+    with torch.random.fork_rng(devices=[]):  # its random initial weights are not used
+        expected = build_model(dict(config)).state_dict()
+    return expected.keys() == state.keys() and all(
+        tuple(expected[k].shape) == tuple(state[k].shape) for k in expected)
+
+
 def _weight_key(layer: str) -> str:
     return f"{layer}.weight" if layer else "weight"
 
@@ -339,6 +347,12 @@ def save_model(
                 f"The 'model' parameter's tensor {key!r} is an uninitialised lazy parameter; "
                 "run one forward pass before saving."
             )
+    if config is not None and config.get("kind") != "mlp" and not _fits(config, state):
+        # a zoo ResNet/ViT changed since it was built (compact_model removed channels or
+        # heads): its config no longer describes it, so it is stored as weights only
+        logger.info("The %s no longer matches its config (compacted?): saved without an "
+                    "architecture; load it with load(path, model=...).", type(model).__name__)
+        config = None
     if config is not None:
         expected = build_model(config).state_dict()
         missing = sorted(set(expected) - set(state))
