@@ -441,7 +441,9 @@ def _chain_units(dg, producer: nn.Module, label: str, unit: str, outputs: set) -
         if isinstance(target, (nn.Linear, nn.modules.conv._ConvNd)):
             cols = torch.as_tensor(item.idxs, dtype=torch.long)
             roots = torch.as_tensor(item.root_idxs, dtype=torch.long)
-            used = (target.weight.transpose(0, 1)[cols] != 0).reshape(len(cols), -1).any(dim=1)
+            by_input = (target.weight if isinstance(target, nn.modules.conv._ConvTransposeNd)
+                        else target.weight.transpose(0, 1))  # input units along dim 0
+            used = (by_input[cols] != 0).reshape(len(cols), -1).any(dim=1)
             no_out[roots[used]] = False
     silent = torch.ones(width, dtype=torch.bool, device=w.device)
     for _, value in consumers:
