@@ -65,6 +65,7 @@ from torch import Tensor, nn
 
 from ._atomic import atomic_write
 from .models import build_model
+from .sharded import full_state_dict, is_dtensor
 from .sparse_inference import SparseLinear
 from .sparsity import LayerSparsity, SparsityReport
 from .tensors import select_tensors
@@ -285,7 +286,9 @@ def save_model(
         The network: a zoo model (its ``config`` is stored, and its ``state_dict``
         must match it), or any other module. A module returned by
         :func:`~l1sparse.sparse_inference.to_sparse` is accepted (its CSR weights are written
-        like dense ones).
+        like dense ones). A model sharded with FSDP2 (``fully_shard``, DTensor parameters) is
+        gathered to rank 0 on the CPU (:func:`~l1sparse.sharded.full_state_dict`): every rank
+        calls ``save_model``, rank 0 writes the file and the others return 0.
     path : str or path-like
         Destination file; its directory must exist. An existing file is replaced.
     format : {"dense", "csr"}, default "dense"
@@ -336,6 +339,10 @@ def save_model(
         raise ValueError(f"The 'model' parameter must be an nn.Module. Got {type(model).__name__}.")
     config = _mlp_architecture(model)
     state = model.state_dict()
+    if any(is_dtensor(v) for v in state.values()):  # sharded (FSDP2): rank 0 writes
+        state = full_state_dict(model)
+        if not state:
+            return 0
     for key, value in state.items():
         if not isinstance(value, Tensor):
             raise ValueError(
