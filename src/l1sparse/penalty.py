@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from .sharded import abs_sum, is_dtensor, like, local
 from .tensors import PenalisedTensor, describe, select_tensors
 
 log = logging.getLogger(__name__)
@@ -377,18 +378,20 @@ class ReweightedL1Penalty(L1Penalty):
         """Called with every penalised weight before a refresh: the global mean |w| (a 0-d
         tensor: no host synchronisation)."""
         total = sum(w.numel() for w in weights)
-        self._global_mean = (torch.stack([w.detach().abs().sum().float() for w in weights])
+        self._global_mean = (torch.stack([abs_sum(w) for w in weights])
                              .sum() / total if total and self.scale == "global" else None)
 
     @torch.no_grad()
     def weights(self, w: torch.Tensor) -> torch.Tensor:
         # computed on the device, without a host synchronisation: an all-zero layer (m = 0)
         # gets c = 1 through the `where`
-        a = w.detach().abs().float()
-        m = a.mean()
+        # a sharded weight (DTensor, FSDP2): c on the local shard, m the mean over every
+        # shard, the result sharded as the weight
+        a = local(w).detach().abs().float()
+        m = abs_sum(w) / w.numel() if is_dtensor(w) else a.mean()
         numerator = m if self._global_mean is None else self._global_mean.to(a.device)
         c = numerator / (a + self.eps * m)
-        return torch.where(m > 0, c, torch.ones_like(c))
+        return like(torch.where(m > 0, c, torch.ones_like(c)), w)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eps={self.eps:g}, refresh_every={self.refresh_every})"
