@@ -13,24 +13,40 @@ the small sets one per-layer target), in one process and from the same initial w
 - ``prune-ft``: dense training for E − F epochs, global magnitude pruning, F = max(1, E/5)
   epochs of fine-tuning with the mask kept (Adam 1e-3), E epochs in all
   (:func:`l1sparse.baselines.prune_and_finetune`);
+- ``torch-ao``: ``torch.ao.pruning``'s ``WeightNormSparsifier`` (unstructured) on its ``CubicSL``
+  schedule over the same window and tensors as ``gmp``, uniform per tensor
+  (:func:`l1sparse.baselines_ao.torch_ao_pruning`);
 - ``dense``: one dense training of the same length (λ = 0), the floor of the cost ratios and
   the dense accuracy.
 
-Budgets: Fashion-MNIST 10 epochs for every method. Elsewhere ``fit_sparse``'s default budget
+Architectures on Fashion-MNIST (issue 25): ``fashion-mnist`` is LeNet-300-100;
+``fashion-resnet`` a residual CNN with BatchNorm (:func:`l1sparse.models.resnet_small`) and
+``fashion-vit`` a small Vision Transformer (:func:`l1sparse.models.vit_small`), every method on
+the ViT with Adam (ProxAdam; at l1 = 0 for the baselines and the dense floor). Their width, the
+training subset and the epochs come from ``--size`` (:data:`SIZES`): ``gpu`` is the issue's
+size (ResNet 271k, ViT 247k weights, all 60,000 images), ``cpu`` a smaller one for this
+machine, ``quick`` (with ``--quick``) a tiny one that only shows the pipeline works. Models are
+evaluated in ``eval()`` mode (BatchNorm running statistics) without gradients.
+
+Budgets: Fashion-MNIST 10 epochs for every method (the architectures: :data:`SIZES`). Elsewhere ``fit_sparse``'s default budget
 (20 epochs but at least 3,000 optimizer steps, :func:`l1sparse.select.resolve_steps`) given as
 ``steps``; GMP, prune + fine-tune, the dense floor and each training of retrain mode get
 E = round(steps / batches per epoch) epochs.
 
 Usage::
 
-    python benchmarks/compare.py --quick      # a few minutes: digits + wine (2 seeds), Fashion 90 % (1 seed, 3 epochs)
+    python benchmarks/compare.py --quick      # minutes: LeNet, tiny ResNet and ViT, 90 %, 1 seed
     python benchmarks/compare.py              # the full suite -> benchmarks/RESULTS.md
+    python benchmarks/compare.py --sets fashion-resnet,fashion-vit --size gpu --device cuda
     python benchmarks/compare.py --sets digits,wine --seeds 3 --out /tmp/x.md
     python benchmarks/compare.py --render     # rebuild the markdown from the saved records
 
 Records are saved per data set as JSON next to the markdown (``<out stem>_records/``) after
 every seed, and the markdown is rewritten from all saved records each time, so a partial run
 leaves a usable table.
+
+The script is longer than the library's ~500-line guide because it is one self-contained
+benchmark (data, methods, report) that must run as a script from ``benchmarks/``.
 """
 
 from __future__ import annotations
@@ -47,9 +63,10 @@ import time
 import torch
 
 from l1sparse.baselines import gradual_magnitude_pruning, prune_and_finetune
+from l1sparse.baselines_ao import torch_ao_pruning
 from l1sparse.compact import unit_report
-from l1sparse.losses import metric
-from l1sparse.models import mlp
+from l1sparse.models import MLP, mlp, resnet_small, vit_small
+from l1sparse.tensors import select_tensors
 from l1sparse.select import fit_sparse, resolve_steps
 from l1sparse.sparsity import sparsity
 from l1sparse.penalty import layer_names
@@ -58,7 +75,7 @@ from l1sparse.train import batches_per_epoch, make_optimizer, train_steps
 from _machine import machine_description  # noqa: E402 - run as a script from benchmarks/
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-METHODS = ("default", "l1", "retrain", "gmp", "prune-ft")
+METHODS = ("default", "l1", "retrain", "gmp", "torch-ao", "prune-ft")
 TOL = 0.005  # the tolerance of fit_sparse's zero-fraction targets (0.5 pp), used for baselines
 BATCH = 128
 
@@ -69,7 +86,21 @@ SMALL = {
     "breast_cancer": ("load_breast_cancer", "classification", [64, 32], [0.95, 0.8, 0.5]),
     "diabetes": ("load_diabetes", "regression", [32, 16], [0.95, 0.8, 0.5]),
 }
-ALL_SETS = ("fashion-mnist", "mnist-5k") + tuple(SMALL)
+ARCHS = ("fashion-resnet", "fashion-vit")
+ALL_SETS = ("fashion-mnist",) + ARCHS + ("mnist-5k",) + tuple(SMALL)
+# the architectures' model, training subset (None: all 60,000) and epochs per size
+SIZES = {
+    "gpu": {"fashion-resnet": dict(model=dict(width=20), n_train=None, epochs=15),
+            "fashion-vit": dict(model=dict(dim=64, depth=5, heads=4, mlp_dim=256),
+                                n_train=None, epochs=30)},
+    "cpu": {"fashion-resnet": dict(model=dict(width=8), n_train=6000, epochs=5),
+            "fashion-vit": dict(model=dict(dim=32, depth=2, heads=4, mlp_dim=64),
+                                n_train=6000, epochs=10)},
+    "quick": {"fashion-resnet": dict(model=dict(width=4), n_train=5000, epochs=6),
+              "fashion-vit": dict(model=dict(dim=32, depth=2, heads=4, mlp_dim=64),
+                                  n_train=5000, epochs=8)},
+}
+OPTIMIZER = {"fashion-vit": ("adam", 1e-3)}  # (optimizer, lr) of every method; else SGD 0.1
 
 
 # --------------------------------------------------------------------------- data
@@ -111,10 +142,20 @@ def dataset(name: str, seed: int):
         return X, y, Xt, yt, task, hidden, out, per_layer
     from l1sparse.data import load_dataset
 
-    if name not in _CACHE:
-        _CACHE[name] = load_dataset(name, task="classification")
-    ds = _CACHE[name]
+    source = "fashion-mnist" if name in ARCHS else name
+    if source not in _CACHE:
+        _CACHE[source] = load_dataset(source, task="classification")
+    ds = _CACHE[source]
     return ds.X_train, ds.y_train, ds.X_test, ds.y_test, "classification", [300, 100], 10, None
+
+
+def subset(X, y, n_train):
+    """The first ``n_train`` images of a fixed permutation (seed 1234; the same for every run
+    seed), or all of them."""
+    if n_train is None or n_train >= X.shape[0]:
+        return X, y
+    keep = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(1234))[:n_train]
+    return X[keep], y[keep]
 
 
 # --------------------------------------------------------------------------- one record
@@ -128,62 +169,122 @@ class Clock:
         return time.perf_counter() - self.wall0, time.process_time() - self.cpu0
 
 
+@torch.no_grad()
+def evaluate(model, X, y, task, batch: int = 1000) -> float:
+    """Test accuracy (or MSE per sample) in ``eval()`` mode, without gradients."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total = 0.0
+    try:
+        for i in range(0, X.shape[0], batch):
+            out = model(X[i:i + batch].to(device))
+            yb = y[i:i + batch].to(device)
+            total += float((out - yb.view_as(out)).pow(2).sum() if task == "regression"
+                           else (out.argmax(dim=1) == yb).sum())
+    finally:
+        model.train(was_training)
+    return total / X.shape[0]
+
+
+@torch.no_grad()
+def live_structure(model) -> tuple[list[float], list[int], str]:
+    """(live, total, unit): live hidden units per hidden layer of an MLP; live output channels
+    of all convolutions together (a channel is live when its kernel has a nonzero) of a CNN;
+    live attention heads of a Transformer (a head is live when its value rows of
+    ``in_proj_weight`` and its columns of ``out_proj`` both have a nonzero: otherwise its output
+    does not depend on the input)."""
+    if isinstance(model, MLP):
+        units = unit_report(model)
+        return [u.live for u in units], [u.width for u in units], "units"
+    attn = [m for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    if attn:
+        live = total = 0
+        for m in attn:
+            d, h = m.embed_dim, m.num_heads
+            v = m.in_proj_weight[2 * d:].reshape(h, d // h, -1).abs().amax(dim=(1, 2))
+            o = m.out_proj.weight.reshape(d, h, d // h).abs().amax(dim=(0, 2))
+            live += int(((v > 0) & (o > 0)).sum())
+            total += h
+        return [live], [total], "heads"
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    live = sum(int((m.weight.flatten(1).abs().amax(dim=1) > 0).sum()) for m in convs)
+    return [live], [sum(m.out_channels for m in convs)], "channels"
+
+
 def describe(model, X, y, task) -> dict:
     s = sparsity(model)
-    return {"metric": metric(model, X, y, task), "zeros": s.zero_fraction,
+    live, total, unit = live_structure(model)
+    return {"metric": evaluate(model, X, y, task), "zeros": s.zero_fraction,
             "layer_zeros": [layer.zero_fraction for layer in s.layers],
-            "live": [u.live for u in unit_report(model)]}
+            "live": live, "live_total": total, "live_unit": unit}
 
 
-def dense_training(model, X, y, task, steps, seed) -> None:
-    opt = make_optimizer(model, "sgd", lr=0.1, lambdas={k: 0.0 for k in layer_names(model)},
+def dense_training(model, X, y, task, steps, seed, optimizer="sgd", lr=0.1,
+                   device=None) -> None:
+    if device is not None:
+        model.to(device)
+        X, y = X.to(device), y.to(device)
+    opt = make_optimizer(model, optimizer, lr=lr, lambdas={k: 0.0 for k in layer_names(model)},
                          n_samples=X.shape[0], momentum=0.9)
-    cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.1 * 0.05)
+    cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.05)
     train_steps(model, (X, y), opt, task=task, steps=steps, batch_size=BATCH,
                 generator=torch.Generator().manual_seed(seed), after_step=cos.step)
 
 
 def run_cell(name: str, seed: int, methods: list[str], targets: list, epochs_override,
-             log) -> list[dict]:
+             log, size: str = "cpu", device=None) -> list[dict]:
     """All methods at every target for one data set and seed; the dense floor first."""
     X, y, Xt, yt, task, hidden, out, per_layer_target = dataset(name, seed)
+    arch = SIZES[size][name] if name in ARCHS else None
+    if arch is not None:
+        X, y = subset(X, y, arch["n_train"])
     n = X.shape[0]
     bpe = batches_per_epoch(n, BATCH)
-    if name == "fashion-mnist":
-        E = epochs_override or 10
+    if name == "fashion-mnist" or arch is not None:
+        E = epochs_override or (arch["epochs"] if arch is not None else 10)
         steps = E * bpe
     else:
         steps = resolve_steps(bpe) if epochs_override is None else epochs_override * bpe
         E = max(1, round(steps / bpe))
     F = max(1, round(E / 5))
+    opt_name, lr = OPTIMIZER.get(name, ("sgd", 0.1))
 
     def factory():
+        if name == "fashion-resnet":
+            return resnet_small(out, seed=seed, **arch["model"])
+        if name == "fashion-vit":
+            return vit_small(out, seed=seed, **arch["model"])
         return mlp(X.shape[1], hidden, out, seed=seed)
 
-    common = dict(task=task, seed=seed, batch_size=BATCH)
+    common = dict(task=task, seed=seed, batch_size=BATCH, device=device)
     records = []
+    n_weights = sum(t.numel() for t in select_tensors(factory(), warn=False))
+    config = dict(arch["model"]) if arch is not None else {"hidden": hidden}
 
     def rec(method, target_label, target, model, wall, cpu, **extra):
         r = {"set": name, "seed": seed, "method": method, "target": target_label,
              "target_value": target, "wall": wall, "cpu": cpu, "n_train": n,
-             "steps": steps, "epochs": E, "task": task, **describe(model, Xt, yt, task), **extra}
+             "steps": steps, "epochs": E, "task": task, "size": size if arch else None,
+             "model": config, "weights": n_weights, "optimizer": opt_name, "lr": lr,
+             **describe(model, Xt, yt, task), **extra}
         records.append(r)
         log(f"{name} seed {seed} {method:>8} {target_label:>14}: zeros {r['zeros']:.4f} "
-            f"metric {r['metric']:.4f} live {r['live']} {wall:.1f}s wall {cpu:.1f}s cpu "
-            + " ".join(f"{k}={v}" for k, v in extra.items() if k in ("met", "warnings_n",
-                                                                         "outer")))
+            f"metric {r['metric']:.4f} live {r['live']}/{r['live_total']} {wall:.1f}s wall "
+            f"{cpu:.1f}s cpu " + " ".join(f"{k}={v}" for k, v in extra.items()
+                                          if k in ("met", "warnings_n", "outer")))
 
-    # the dense floor: fit_sparse's own loop (train_steps, the same proximal SGD at l1 = 0 and
-    # the same cosine decay) for the same number of steps, without the SparsityScheduler
+    # the dense floor: fit_sparse's own loop (train_steps, the same proximal optimizer at
+    # l1 = 0 and a cosine decay) for the same number of steps, without the SparsityScheduler
     dense = factory()
     clock = Clock()
-    dense_training(dense, X, y, task, steps, seed)
+    dense_training(dense, X, y, task, steps, seed, opt_name, lr, device)
     rec("dense", "—", None, dense, *clock.read(), met=None)
 
     n_layers = len(hidden) + 1
     for t in targets:
         if t == "layer":
-            if per_layer_target is None:
+            if per_layer_target is None or arch is not None:
                 continue
             label = "[" + ", ".join(f"{v:g}" for v in per_layer_target) + "]"
             sizes = [m.weight.numel() for m in factory().modules()
@@ -197,7 +298,7 @@ def run_cell(name: str, seed: int, methods: list[str], targets: list, epochs_ove
             if method in ("default", "l1", "retrain"):
                 model = factory()
                 clock = Clock()
-                kw = dict(tkw, **common)
+                kw = dict(tkw, optimizer=opt_name, lr=lr, **common)
                 if method == "retrain":
                     res = fit_sparse(model, X, y, mode="retrain", epochs=E, **kw)
                 else:
@@ -208,10 +309,11 @@ def run_cell(name: str, seed: int, methods: list[str], targets: list, epochs_ove
                     warnings_n=len(res.warnings), warnings=list(res.warnings),
                     outer=res.outer_iterations, epochs_total=res.epochs_total,
                     lam=res.lam if isinstance(res.lam, float) else list(res.lam))
-            elif method == "gmp":
+            elif method in ("gmp", "torch-ao"):
                 clock = Clock()
-                res = gradual_magnitude_pruning(factory(), X, y, zero_fraction=glob_equiv,
-                                                epochs=E, **common)
+                prune = gradual_magnitude_pruning if method == "gmp" else torch_ao_pruning
+                res = prune(factory(), X, y, zero_fraction=glob_equiv, epochs=E,
+                            optimizer=opt_name, lr=lr, **common)
                 wall, cpu = clock.read()
                 rec(method, label, glob_equiv, res.model, wall, cpu,
                     met=abs(res.zero_fraction - glob_equiv) <= TOL + 1e-12,
@@ -220,6 +322,7 @@ def run_cell(name: str, seed: int, methods: list[str], targets: list, epochs_ove
                 clock = Clock()
                 res = prune_and_finetune(factory(), X, y, zero_fraction=glob_equiv,
                                          epochs=max(1, E - F), finetune_epochs=F,
+                                         optimizer=opt_name, lr=lr,
                                          finetune_optimizer="adam", finetune_lr=1e-3, **common)
                 wall, cpu = clock.read()
                 rec(method, label, glob_equiv, res.model, wall, cpu,
@@ -260,6 +363,9 @@ def aggregate(records: list[dict]) -> dict:
             "metric": [x["metric"] for x in rs], "zeros": [x["zeros"] for x in rs],
             "layer_zeros": [statistics.fmean(col) for col in zip(*[x["layer_zeros"] for x in rs])],
             "live": [statistics.fmean(col) for col in zip(*[x["live"] for x in rs])],
+            "live_total": rs[0].get("live_total"), "live_unit": rs[0].get("live_unit", "units"),
+            "size": rs[0].get("size"), "model": rs[0].get("model"),
+            "weights": rs[0].get("weights"), "optimizer": rs[0].get("optimizer", "sgd"),
             "met": (sum(mets), len(mets)) if mets else None,
             "warn": sum(1 for x in rs if x.get("warnings_n")),
             "warn_text": sorted({w.split(";")[0] for x in rs for w in x.get("warnings", [])}),
@@ -289,23 +395,33 @@ def fmt_tables(agg: dict, sets: list[str]) -> str:
         order = {m: i for i, m in enumerate(("dense",) + METHODS)}
         keys.sort(key=lambda k: (target_order(k[1]), order.get(k[2], 99)))
         seeds = max(agg[k]["n"] for k in keys)
+        arch = ""
+        if a0.get("size"):
+            arch = (f" Model {a0['model']} ({a0['weights']:,} penalised weights), size "
+                    f"`{a0['size']}`; optimizer {a0['optimizer']} for every method.")
         parts.append(f"### {s}\n\n{a0['n_train']} training samples; {a0['epochs']} epochs "
                      f"= {a0['steps']} steps of fit_sparse (batch {BATCH}); up to {seeds} "
-                     "seeds; mean ± std over seeds.\n")
+                     f"seeds; mean ± std over seeds.{arch}\n")
+        unit = {"units": "live units per hidden layer", "channels": "live conv channels",
+                "heads": "live attention heads"}[a0["live_unit"]]
         parts.append(f"| target zeros | method | seeds | {mname} | attained zeros | zeros per "
-                     "layer | met (seeds) | warnings (seeds) | live units per hidden layer | "
+                     f"layer | met (seeds) | warnings (seeds) | {unit} | "
                      "cost × dense (CPU) | × dense (wall) | outer its |")
         parts.append("|---|---|---:|---:|---:|---|---:|---:|---|---:|---:|---:|")
         for k in keys:
             a = agg[k]
             met = "—" if a["met"] is None else f"{a['met'][0]}/{a['met'][1]}"
-            warn = "—" if k[2] in ("dense", "gmp", "prune-ft") else f"{a['warn']}/{a['n']}"
+            warn = ("—" if k[2] in ("dense", "gmp", "torch-ao", "prune-ft")
+                    else f"{a['warn']}/{a['n']}")
+            tot = a["live_total"] or [None] * len(a["live"])
+            live = " / ".join(f"{u:.1f}" + (f" of {t}" if t and a["live_unit"] != "units"
+                                             else "") for u, t in zip(a["live"], tot))
             outer = f"{statistics.fmean(a['outer']):.1f}" if a["outer"] else "—"
             parts.append(
                 f"| {k[1]} | {k[2]} | {a['n']} | {spread(a['metric'], '.4f')} | "
                 f"{spread([100 * z for z in a['zeros']], '.2f')} % | "
                 f"{' / '.join(f'{100 * z:.1f}' for z in a['layer_zeros'])} | {met} | {warn} | "
-                f"{' / '.join(f'{u:.1f}' for u in a['live'])} | {a['cost_cpu']:.2f} | "
+                f"{live} | {a['cost_cpu']:.2f} | "
                 f"{a['cost_wall']:.2f} | {outer} |")
         texts = sorted({t for k in keys for t in agg[k]["warn_text"]})
         if texts:
@@ -364,12 +480,45 @@ def fmt_targets(agg: dict, sets: list[str]) -> str:
     return "\n".join(lines)
 
 
+def paired(records: list[dict], sets: list[str]) -> str:
+    """Issue 25's "at least equal": the default's metric minus each baseline's, paired by seed
+    (same initial weights and batch order); met when the mean difference is at least −1
+    standard error of it (with one seed there is no standard error: no verdict)."""
+    by = {}
+    for r in records:
+        by[(r["set"], r["target"], r["method"], r["seed"])] = r["metric"]
+    lines = ["| data set | target zeros | default − | per-seed differences (points) | mean | "
+             "standard error | verdict |", "|---|---|---|---|---:|---:|---|"]
+    for s in sets:
+        targets = sorted({k[1] for k in by if k[0] == s and k[2] == "default"}, key=target_order)
+        for t in targets:
+            for base in ("gmp", "torch-ao"):
+                seeds = sorted(k[3] for k in by if k[:3] == (s, t, base)
+                               and (s, t, "default", k[3]) in by)
+                if not seeds:
+                    continue
+                sign = -1 if any(r["task"] == "regression" for r in records
+                                 if r["set"] == s) else 1
+                d = [100 * sign * (by[(s, t, "default", k)] - by[(s, t, base, k)]) for k in seeds]
+                mean = statistics.fmean(d)
+                if len(d) > 1:
+                    se = statistics.stdev(d) / math.sqrt(len(d))
+                    verdict = "at least equal" if mean >= -se else "**behind**"
+                    se_s = f"{se:.2f}"
+                else:
+                    se_s, verdict = "—", "no verdict (1 seed)"
+                lines.append(f"| {s} | {t} | {base} | "
+                             + ", ".join(f"{v:+.2f}" for v in d)
+                             + f" | {mean:+.2f} | {se_s} | {verdict} |")
+    return "\n".join(lines)
+
+
 def write_markdown(path: str, records: list[dict], meta: dict) -> None:
     sets = [s for s in ALL_SETS if any(r["set"] == s for r in records)]
     agg = aggregate(records)
     mlines = "\n".join(f"- {k}: {v}" for k, v in meta["machine"].items())
     status = meta["status"]
-    text = f"""# The side-by-side benchmark suite (issue 12, item 6)
+    text = f"""# The side-by-side benchmark suite (issue 12, item 6; architectures and torch.ao, issue 25)
 
 Generated by `{meta['command']}` ({status}). Every number below comes from the records of
 that run (`{os.path.relpath(meta['records'], HERE)}/`), rebuilt with `--render`.
@@ -379,11 +528,25 @@ that run (`{os.path.relpath(meta['records'], HERE)}/`), rebuilt with `--render`.
 the SparsityScheduler); `l1` = the same with `penalty="l1"`; `retrain` = `fit_sparse(mode=
 "retrain")` (the paper's scheme, plain ℓ1, a full training per outer iteration); `gmp` = gradual
 magnitude pruning (cubic schedule to the target over the first 70 % of the run, a global prune
-every 100 steps); `prune-ft` = dense training for E − F epochs, global magnitude pruning, then F
+every 100 steps); `torch-ao` = `torch.ao.pruning`'s `WeightNormSparsifier` (unstructured, 4-D
+kernels ranked through an (out, −1) view) on its `CubicSL` schedule over the same window and
+mask-update frequency as `gmp`, but **uniform per tensor** (every tensor at the target
+fraction) where `gmp` is global; `prune-ft` = dense training for E − F epochs, global magnitude pruning, then F
 = max(1, round(E/5)) epochs of fine-tuning with the mask kept (Adam, lr 1e-3), E epochs in
 all; `dense` = one dense training of the same number of steps (λ = 0) in `fit_sparse`'s own
-loop (`train_steps`, the same proximal SGD and cosine decay, no SparsityScheduler), the floor. Optimizer everywhere: SGD,
-momentum 0.9, lr 0.1, cosine decay to 5 %, batch {BATCH}.
+loop (`train_steps`, the same proximal optimizer at l1 = 0 and a cosine decay, no
+SparsityScheduler), the floor. Optimizer everywhere: SGD, momentum 0.9, lr 0.1, cosine decay to
+5 %, batch {BATCH}; on the ViT every method uses Adam (ProxAdam), lr 1e-3. Test metrics are
+taken in `eval()` mode (BatchNorm's running statistics).
+
+**Architectures** (issue 25): `fashion-mnist` is LeNet-300-100 (784-300-100-10);
+`fashion-resnet` a residual CNN with BatchNorm (`l1sparse.models.resnet_small`: 3×3 stem, three
+stages of two basic blocks, 1×1 shortcuts, global pooling, linear classifier) and `fashion-vit`
+a small Vision Transformer (`l1sparse.models.vit_small`: 4×4 patches, pre-norm encoder layers,
+mean pooling), trained on the Fashion-MNIST subset and for the epochs of the size given in
+their section. *Live conv channels*: output channels, over all convolutions, whose kernel has
+a nonzero; *live attention heads*: heads whose value rows and output-projection columns both
+have a nonzero (otherwise the head's output does not depend on the input).
 
 **Budgets.** Fashion-MNIST: 10 epochs for every method. mnist-5k and the scikit-learn sets:
 `fit_sparse`'s default budget (20 epochs but at least 3,000 optimizer steps), passed as
@@ -418,6 +581,13 @@ that standardised scale (1.0 ≈ predicting the training mean).
 ## Results
 
 {fmt_tables(agg, sets)}
+## The default against GMP and torch.ao.pruning, paired by seed (issue 25)
+
+Test-metric differences in points (accuracy × 100; for a regression set, the baseline's MSE
+minus the default's, × 100, so positive is better for the default).
+
+{paired(records, sets)}
+
 ## Targets (issue 12), for the default
 
 {fmt_targets(agg, sets)}
@@ -433,7 +603,8 @@ that standardised scale (1.0 ≈ predicting the training mean).
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="digits + wine with 2 seeds, Fashion-MNIST 90 %% 1 seed 3 epochs")
+                        help="LeNet-300-100 (3 epochs), tiny ResNet and ViT; 90 %%, 1 seed; "
+                             "default, l1, gmp, torch-ao, dense")
     parser.add_argument("--sets", default=None, help=f"comma-separated subset of {ALL_SETS}")
     parser.add_argument("--seeds", type=int, default=None,
                         help="seeds per data set (Fashion/mnist-5k 3, small sets 5; quick 2/1)")
@@ -456,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of the JSON records (default: <out without .md>_records)")
     parser.add_argument("--notes", default="", help="a markdown file appended to the report")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--size", choices=tuple(SIZES), default="cpu",
+                        help="model size, training subset and epochs of the architectures "
+                             "(SIZES; --quick uses its own tiny size)")
+    parser.add_argument("--device", default=None,
+                        help="torch device (default: cuda when available, else cpu)")
     args = parser.parse_args(argv)
     args.out = args.out or os.path.join(HERE, "RESULTS_QUICK.md" if args.quick else "RESULTS.md")
     rec_dir = args.records or os.path.splitext(args.out)[0] + "_records"
@@ -484,13 +660,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}")
         return 0
 
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    machine["device"] = str(device) + (f" ({torch.cuda.get_device_name(device)})"
+                                       if device.type == "cuda" else "")
+    size = "quick" if args.quick else args.size
+    machine["architecture size (--size)"] = size
     if args.quick:
-        plan = [("digits", 2, None), ("wine", 2, None), ("fashion-mnist", 1, 3)]
-        targets_by_set = {"fashion-mnist": [0.9]}
+        plan = [("fashion-mnist", 1, 3), ("fashion-resnet", 1, None), ("fashion-vit", 1, None)]
+        targets_by_set = {s: [0.9] for s, _, _ in plan}
     else:
         sets = args.sets.split(",") if args.sets else list(ALL_SETS)
-        plan = [(s, args.seeds or (3 if s in ("fashion-mnist", "mnist-5k") else 5), args.epochs)
-                for s in sets]
+        unknown = sorted(set(sets) - set(ALL_SETS))
+        if unknown:
+            parser.error(f"unknown data sets {unknown}; choose from {list(ALL_SETS)}")
+        plan = [(s, args.seeds or (5 if s in SMALL else 3), args.epochs) for s in sets]
         targets_by_set = {}
     default_targets = [t if t == "layer" else float(t) for t in args.targets.split(",")]
     # pay the one-off costs (lazy imports, first kernels) before anything is timed
@@ -504,15 +687,19 @@ def main(argv: list[str] | None = None) -> int:
     for s, n_seeds, ep in plan:
         if args.methods:
             methods = args.methods.split(",")
+        elif args.quick:
+            methods = ["default", "l1", "gmp", "torch-ao"]
         else:
-            methods = [m for m in METHODS if not (m == "retrain" and s == "fashion-mnist")]
+            methods = [m for m in METHODS  # the architectures: issue 25's methods
+                       if not (m == "retrain" and s == "fashion-mnist")
+                       and not (s in ARCHS and m in ("retrain", "prune-ft"))]
         targets = targets_by_set.get(s, default_targets)
         records = []
         suffix = (f".from{args.first_seed}" if args.first_seed else "") + (
             f".{args.tag}" if args.tag else "")
         path = os.path.join(rec_dir, f"{s}{suffix}.json")
         for seed in range(args.first_seed, args.first_seed + n_seeds):
-            records += run_cell(s, seed, methods, targets, ep, log)
+            records += run_cell(s, seed, methods, targets, ep, log, size=size, device=device)
             with open(path, "w", encoding="utf-8") as f:
                 json.dump({"set": s, "command": cmd, "records": records}, f, indent=1)
             write_markdown(args.out, load_all(), {
