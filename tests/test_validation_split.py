@@ -95,6 +95,21 @@ def test_budget_search_keeps_the_best_and_stops_after_one_worse():
     assert result.seconds == 3.0 and [b["steps"] for b in result.validation["budget"]] == tried
 
 
+def test_budget_search_goes_on_through_ties_and_keeps_the_longer_run():
+    net = torch.nn.Linear(1, 1)
+    accuracy = {100: 0.9, 200: 0.95, 400: 0.95, 800: 0.95, 1600: 0.9}
+
+    def run(total):
+        with torch.no_grad():
+            net.weight.fill_(total)
+        return SimpleNamespace(converged=True, seconds=0.0, validation={
+            "metric": accuracy[total], "loss": total, "trivial_metric": 0.5, "n_samples": 20})
+
+    result = _budget_search(net, run, sorted(accuracy), "classification")
+    assert [b["steps"] for b in result.validation["budget"]] == [100, 200, 400, 800, 1600]
+    assert float(net.weight.detach()) == 800.0  # the longest of the tied best
+
+
 def test_budget_search_prefers_a_run_that_meets_its_count():
     net = torch.nn.Linear(1, 1)
 

@@ -49,8 +49,8 @@ class TrainingDefaults:
         default budget.
     budget_max_factor : 2.0
     budget_patience : 1
-        The search stops after this many run lengths in a row that do no better on the
-        held-out data than the best so far.
+        The search stops after this many run lengths in a row that do worse on the
+        held-out data than the best so far (a tie moves the best to the longer run).
     budget_refit : True
         After a search on a split the library carved itself, the network returned is a run
         of the chosen length (in passes) on all the training data.
