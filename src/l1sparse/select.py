@@ -790,7 +790,7 @@ def fit_sparse(
         Held-out data given instead of a split.
 
         With held-out data, the run length is chosen on it when no budget is given (whole
-        runs of :func:`budget_rungs` steps until one does no better than the best); the
+        runs of :func:`budget_rungs` steps until one does worse than the best); the
         checkpoint returned is the best on it among the passes after λ is held that meet
         the count; and ``warnings`` judge the network on it (against always predicting the
         training majority class or mean), not on the training data. After a search on a
@@ -1058,7 +1058,7 @@ def fit_sparse(
 def _budget_search(model: nn.Module, run: Callable[[int], SelectionResult],
                    rungs: Sequence[int], task: str) -> SelectionResult:
     """Whole runs of each length in ``rungs`` from the same initial weights, until
-    ``DEFAULTS.budget_patience`` in a row do no better on the held-out data than the best;
+    ``DEFAULTS.budget_patience`` in a row do worse on the held-out data than the best;
     the model is left as the best run returned it (a run that meets the count beats one
     that does not)."""
     from .holdout import HeldOut, score_key
@@ -1078,7 +1078,7 @@ def _budget_search(model: nn.Module, run: Callable[[int], SelectionResult],
                       "met": result.converged, "seconds": result.seconds})
         log.info("budget %d steps: held-out metric %.4g (count met: %s)", total, v["metric"],
                  result.converged)
-        if best_key is None or key < best_key:
+        if best_key is None or key <= best_key:  # ties: the longer run
             best_key, best_state, best_result, worse = key, copy.deepcopy(
                 model.state_dict()), result, 0
         else:
