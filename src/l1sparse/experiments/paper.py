@@ -298,7 +298,7 @@ def _figures(records: list[dict], out: Path) -> list[str]:
     for case in dict.fromkeys(r["case"] for r in records):
         rows = [r for r in records if r["case"] == case]
         paper = next((r for r in rows if r.get("history")), None)
-        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"wspace": 0.5})
         if paper:
             it = [h["iteration"] for h in paper["history"]]
             lam = [max(_hist_lams(h)["lambda_mean"].values()) for h in paper["history"]]
