@@ -163,3 +163,24 @@ def test_two_data_parallel_ranks_take_the_same_decisions_as_one_process(tmp_path
     assert [c for _, c in two] == [r.nnz_total for r in one.history]
     assert [lam for lam, _ in two] == pytest.approx([r.lambdas["fc1"] for r in one.history],
                                                     rel=1e-3)  # float32 sums in another order
+
+
+@pytest.mark.parametrize("rule", ["paper", "sorted"])
+def test_a_selection_resumed_from_a_checkpoint_ends_as_an_uninterrupted_one(rule):
+    X, y = _regression()
+    kw = dict(task="regression", nnz=10, tol=1, rule=rule, epochs_per_training=150,
+              max_trainings=8, stop_on_entry=False, start=(1e-1, 1e-7))
+    saved = []
+    whole = retrain_select(mlp(3, [8], 1, seed=0), X, y, checkpoint=saved.append, **kw)
+    assert len(saved) == whole.trainings >= 2
+    net = mlp(3, [8], 1, seed=5)  # other weights: the checkpoint holds the initial ones
+    calls = []
+    resumed = retrain_select(net, X, y, resume=copy.deepcopy(saved[-2]), callback=calls.append,
+                             **kw)
+    assert len(calls) == 1  # only the new training is reported
+    assert [(r.phase, r.lambdas, r.nnz) for r in resumed.history] == [
+        (r.phase, r.lambdas, r.nnz) for r in whole.history]
+    assert resumed.lambdas == whole.lambdas and resumed.converged == whole.converged
+    with pytest.raises(ValueError, match="'resume' checkpoint is not from retrain_select"):
+        retrain_select(net, X, y, resume=saved[0], **{**kw, "rule": "paper" if rule == "sorted"
+                                                       else "sorted"})

@@ -27,7 +27,11 @@ summed over samples (the library's, docs/design.md §1) and per sample (λ/N, th
 
 Data-parallel training (``shard=(rank, world_size)`` under an initialised process group) wraps
 the network in ``DistributedDataParallel`` and all-reduces the full-data gradient, as
-:mod:`l1sparse.distributed` does; every rank then takes the same decisions.
+:mod:`l1sparse.distributed` does; every rank then takes the same decisions. A checkpoint after
+every training lets a selection resume by replaying the recorded trainings.
+
+(A little over 500 lines: the outer loop, its records and its checkpoint replay share state and
+read best together.)
 """
 
 from __future__ import annotations
@@ -198,6 +202,8 @@ def retrain_select(
     callback: Callable[[RetrainRecord], None] | None = None,
     shard: tuple[int, int] | None = None,
     grad_batch_size: int = 8192,
+    checkpoint: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
 ) -> RetrainResult:
     """Choose λ (or every λ_k) by full trainings from the same initial weights.
 
@@ -253,6 +259,13 @@ def retrain_select(
         Data-parallel training in an initialised process group (module docstring).
     grad_batch_size : int
         Batch size of the full-data gradient pass.
+    checkpoint : callable, optional
+        Called after every training with a dict of plain types and tensors (the records, the
+        initial weights, the returned run's weights, the last γ, the sorted rule's brackets).
+    resume : dict, optional
+        A dict from ``checkpoint``: the trainings it records are replayed without training
+        (the rules are deterministic given the counts and the last γ), then the selection goes
+        on exactly as an uninterrupted one would.
 
     Returns
     -------
@@ -310,7 +323,12 @@ def retrain_select(
     names = layer_names(model)
     per_epoch = batches_per_epoch(n, batch_size)
     budget = max(1, round(float(epochs_per_training) * per_epoch))
-    initial = copy.deepcopy(model.state_dict())
+    if resume is not None and (resume.get("format") != "retrain-1" or resume["rule"] != rule
+                               or resume["scopes"] != len(target.scopes)):
+        raise ValueError("The 'resume' checkpoint is not from retrain_select with this rule "
+                         f"and target ({rule!r}, {len(target.scopes)} scopes).")
+    initial = copy.deepcopy(model.state_dict() if resume is None else resume["initial"])
+    replay = [] if resume is None else [RetrainRecord(**r) for r in resume["history"]]
     rank, world = shard if shard is not None else (0, 1)
     net = model
     if world > 1:
@@ -352,9 +370,40 @@ def retrain_select(
     history: list[RetrainRecord] = []
     runs: list[list[tuple[float, int]]] = [[] for _ in target.scopes]  # per scope (λ, count)
     best: dict = {}
-    t_start = time.perf_counter()
+    if resume is not None:
+        best.update(met=resume["best_met"], distance=resume["best_distance"],
+                    record=replay[resume["best_index"]], state=resume["best_state"])
+    brackets = [Bracket() for _ in target.scopes]  # the sorted rule's state
+    t_start = time.perf_counter() - (0.0 if resume is None else resume["seconds"])
+
+    def replayed(phase: str) -> tuple[RetrainRecord, list[Tensor] | None]:
+        """The next recorded training of ``resume``, and the last γ after the last one."""
+        record = replay[len(history)]
+        history.append(record)
+        for r, s in zip(runs, target.scopes):
+            r.append((record.lambdas[s.layers[0]], sum(record.nnz[k] for k in s.layers)))
+        if len(history) < len(replay):
+            return record, None
+        brackets[:] = [Bracket(**b) for b in resume["brackets"]]
+        return record, [g.clone() for g in resume["gammas"]]
+
+    def save(gammas: list[Tensor]) -> None:
+        checkpoint({"format": "retrain-1", "rule": rule, "scopes": len(target.scopes),
+                    "history": [asdict(r) for r in history], "initial": initial,
+                    "best_met": best["met"], "best_distance": best["distance"],
+                    "best_index": history.index(best["record"]), "best_state": best["state"],
+                    "gammas": gammas, "brackets": [asdict(b) for b in brackets],
+                    "seconds": time.perf_counter() - t_start})
+
+    def next_lams(compute) -> list[float]:
+        """The λ per scope of the next training: recorded when replaying, else ``compute()``."""
+        if len(history) < len(replay):
+            return [replay[len(history)].lambdas[s.layers[0]] for s in target.scopes]
+        return compute()
 
     def train_at(scope_lams: list[float], phase: str) -> tuple[RetrainRecord, list[Tensor]]:
+        if len(history) < len(replay):
+            return replayed(phase)
         t0 = time.perf_counter()
         lams = {name: lam for s, lam in zip(target.scopes, scope_lams) for name in s.layers}
         model.load_state_dict(initial)
@@ -406,6 +455,8 @@ def retrain_select(
                  "met" if record.met else "")
         if callback is not None:
             callback(record)
+        if checkpoint is not None:
+            save(gammas)
         return record, gammas
 
     def finish() -> RetrainResult:
@@ -424,32 +475,32 @@ def retrain_select(
         gammas = _bracket(target, runs, history, train_at, left, start, n, widen,
                           int(max_widen))
         while left():
-            lams = []
-            for s, r, g in zip(target.scopes, runs, gammas):
-                lam, count = r[-1]
-                lams.append(lam if abs(count - s.nnz) <= s.tol + 1e-9
-                            else paper_next_lambda(r, s.nnz, g))
-            _, gammas = train_at(lams, "update")
+            def paper_lams(gammas=gammas):
+                return [r[-1][0] if abs(r[-1][1] - s.nnz) <= s.tol + 1e-9
+                        else paper_next_lambda(r, s.nnz, g)
+                        for s, r, g in zip(target.scopes, runs, gammas)]
+            _, gammas = train_at(next_lams(paper_lams), "update")
         return finish()
 
     # the sorted-gradient rule, from the first-order guess at the initial weights
-    gammas, _ = gradient()
-    factor = 1.0 - momentum if optimizer == "sgd" else 1.0
-    lams = [factor * first_order_guess(g, s.nnz) if s.nnz < s.total else 0.0
-            for s, g in zip(target.scopes, gammas)]
-    brackets = [Bracket() for _ in target.scopes]
+    def first_lams():
+        factor = 1.0 - momentum if optimizer == "sgd" else 1.0
+        return [factor * first_order_guess(g, s.nnz) if s.nnz < s.total else 0.0
+                for s, g in zip(target.scopes, gradient()[0])]
+
+    lams = next_lams(first_lams)
     memory = 4 if target.per_layer else None
     while True:
         record, gammas = train_at(lams, "update")
         if not left():
             return finish()
-        new = []
-        for s, r, g, br, lam in zip(target.scopes, runs, gammas, brackets, lams):
-            count = r[-1][1]
-            new.append(lam if abs(count - s.nnz) <= s.tol + 1e-9 else propose(
-                lam, count, s.nnz, g.sort(descending=True).values, br, record.iteration,
-                max_step=None, memory=memory))
-        lams = new
+
+        def sorted_lams(gammas=gammas, lams=lams, it=record.iteration):
+            return [lam if abs(r[-1][1] - s.nnz) <= s.tol + 1e-9 else propose(
+                lam, r[-1][1], s.nnz, g.sort(descending=True).values, br, it,
+                max_step=None, memory=memory)
+                for s, r, g, br, lam in zip(target.scopes, runs, gammas, brackets, lams)]
+        lams = next_lams(sorted_lams)
 
 
 def _bracket(target, runs, history, train_at, left, start, n, widen, max_widen
