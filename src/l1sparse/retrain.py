@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from .characterize import full_gradient
 from .losses import check_task, metric
-from .penalty import layer_names, penalised_layers
+from .penalty import penalised_layers
 from .rule import Bracket, first_order_guess, paper_next_lambda, propose
 from .targets import Target, make_target
 from .train import batches_per_epoch, make_optimizer, train_steps
@@ -320,7 +320,6 @@ def retrain_select(
                          f"large > small > 0. Got {start!r}.")
 
     n = X.shape[0]
-    names = layer_names(model)
     per_epoch = batches_per_epoch(n, batch_size)
     budget = max(1, round(float(epochs_per_training) * per_epoch))
     if resume is not None and (resume.get("format") != "retrain-1" or resume["rule"] != rule
