@@ -196,6 +196,13 @@ def test_resume_finishes_the_refit_exactly():
         assert torch.equal(a, b)
 
 
+def test_held_out_data_is_for_warm_mode_only():
+    X, y = _regression(40)
+    with pytest.raises(ValueError, match="held-out data .* is for mode='warm'"):
+        fit_sparse(mlp(5, [4], 1, seed=0), X, y, task="regression", zero_fraction=0.5,
+                   mode="retrain", validation_fraction=0.2)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"validation_fraction": 1.0}, "'validation_fraction' parameter must be 'auto' or a number"),
     ({"validation_fraction": -0.1}, "'validation_fraction' parameter"),

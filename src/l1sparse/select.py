@@ -823,6 +823,9 @@ def fit_sparse(
 
     if mode not in MODES:
         raise ValueError(f"The 'mode' parameter must be one of {list(MODES)}. Got {mode!r}.")
+    if mode != "warm" and (validation is not None or validation_fraction not in ("auto", 0)):
+        raise ValueError(f"mode={mode!r} keeps its training data: held-out data "
+                         "('validation', 'validation_fraction') is for mode='warm'.")
     lr = DEFAULTS.lr_for(optimizer) if lr is None else lr
     momentum_given = momentum
     momentum = DEFAULTS.momentum_for(batch_size=batch_size) if momentum is None else momentum
