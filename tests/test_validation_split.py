@@ -196,6 +196,22 @@ def test_resume_finishes_the_refit_exactly():
         assert torch.equal(a, b)
 
 
+def test_loaders_for_training_and_held_out_data():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    X, y = _regression(160)
+    train = DataLoader(TensorDataset(X[:120], y[:120]), batch_size=40, shuffle=False)
+    held = DataLoader(TensorDataset(X[120:], y[120:]), batch_size=16)
+    res = fit_sparse(mlp(5, [8], 1, seed=0), train, task="regression", zero_fraction=0.5,
+                     validation=held)
+    v = res.validation
+    assert v["source"] == "given" and v["n_samples"] == 40 and "refit" not in v
+    assert [b["steps"] for b in v["budget"]][:2] == [100, 200] and res.converged
+    with pytest.raises(ValueError, match="cannot split a loader"):
+        fit_sparse(mlp(5, [8], 1, seed=0), train, task="regression", zero_fraction=0.5,
+                   validation_fraction=0.2)
+
+
 def test_held_out_data_is_for_warm_mode_only():
     X, y = _regression(40)
     with pytest.raises(ValueError, match="held-out data .* is for mode='warm'"):
