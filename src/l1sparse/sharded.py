@@ -79,6 +79,7 @@ except ImportError:  # pragma: no cover - torch without torch.distributed.tensor
     _SHARDS = ()
 
 _DIGIT_BITS = 12  # histogram rounds of 4,096 bins: six rounds cover a 64-bit key
+_CHUNK = 1 << 20  # entries turned into keys at a time (8 MiB of int64)
 _SIGN = -(1 << 63)  # the int64 sign bit
 _LOW63 = (1 << 63) - 1
 
@@ -120,7 +121,7 @@ def check_placements(name: str, t: Tensor) -> None:
         return
     for placement in t.placements:
         if not (isinstance(placement, _SHARDS) or isinstance(placement, Replicate)):
-            raise ValueError(f"The parameter {name!r} has placement {placement} on its device "
+            raise ValueError(f"The parameter {name!r} has placement {placement!r} on its device "
                              f"mesh; the sparsity scheduler counts Shard and Replicate "
                              f"placements only (redistribute it, or leave it out with exclude=).")
     world = dist.get_world_size() if dist.is_initialized() else 1
@@ -291,38 +292,51 @@ def _count(parts: Sequence[Tensor]) -> int:
     return all_sum([sum(p.numel() for p in parts)])[0]
 
 
+def _chunks(parts: Sequence[Tensor]):
+    """The values of ``parts`` in flat pieces of at most ``_CHUNK`` entries."""
+    for p in parts:
+        flat = p.detach().reshape(-1)
+        for i in range(0, flat.numel(), _CHUNK):
+            yield flat[i:i + _CHUNK]
+
+
 def kth_largest(parts: Sequence[Tensor], k: int) -> float:
     """The k-th largest (1-indexed) of the values of every rank's ``parts`` together, exact.
 
     ``parts`` are plain local tensors (each rank passes the pieces it counts, see
     :func:`contributes`); every rank must call this with the same ``k``, which must lie in
     ``1..total``. Radix selection with one ``all_reduce`` of a 4,096-bin histogram per 12 bits
-    of the keys (six rounds); no values are sent, and the extra memory is two int64 copies of
-    the local parts. NaN is not allowed.
+    of the keys (six rounds, each a pass over the parts); no values are sent, and the keys are
+    made chunk by chunk (``_CHUNK`` entries), so the extra memory does not grow with the
+    parts. NaN is not allowed.
 
     >>> kth_largest([torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.25])], 2)
     0.5
     """
-    keys = (torch.cat([_keys(p) for p in parts]) if parts
-            else torch.zeros(0, dtype=torch.int64, device=_device()))
-    if not _distributed() and not 1 <= k <= keys.numel():
-        raise ValueError(f"k must be in [1, {keys.numel()}]. Got {k}.")
-    cand = keys ^ _SIGN  # unsigned order in the bits: the digits below read it from the top
-    prefix, remaining, shift = 0, int(k), 64
-    while shift > 0:
-        width = min(_DIGIT_BITS, shift)
-        shift -= width
+    if not _distributed():
+        n = sum(p.numel() for p in parts)
+        if not 1 <= k <= n:
+            raise ValueError(f"k must be in [1, {n}]. Got {k}.")
+    prefix, remaining, done = 0, int(k), 0  # `done` leading bits of the answer are known
+    while done < 64:
+        width = min(_DIGIT_BITS, 64 - done)
+        shift = 64 - done - width
         mask = (1 << width) - 1
-        digits = (cand >> shift) & mask
-        hist = _all_reduce(torch.bincount(digits, minlength=mask + 1))
+        hist = torch.zeros(mask + 1, dtype=torch.int64, device=_device())
+        for chunk in _chunks(parts):
+            u = _keys(chunk) ^ _SIGN  # unsigned order in the bits: digits read from the top
+            if done:  # the candidates: entries whose leading bits are the prefix found
+                u = u[((u >> (shift + width)) & ((1 << done) - 1)) == prefix]
+            hist += torch.bincount((u >> shift) & mask, minlength=mask + 1).to(hist.device)
+        hist = _all_reduce(hist)
         above = hist.flip(0).cumsum(0)  # entries with a digit >= (mask - j)
-        j = int(torch.searchsorted(above, torch.tensor(remaining, dtype=above.dtype)))
+        j = int(torch.searchsorted(above, torch.tensor(remaining, dtype=above.dtype,
+                                                       device=above.device)))
         if j > mask:
             raise ValueError(f"k = {k} exceeds the number of values ({int(above[-1])}).")
         digit = mask - j
         remaining -= int(above[j]) - int(hist[digit])
-        cand = cand[digits == digit]
-        prefix = (prefix << width) | digit
+        prefix, done = (prefix << width) | digit, done + width
     return _value(prefix + _SIGN)  # back from the unsigned order to the signed key
 
 
