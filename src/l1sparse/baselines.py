@@ -17,7 +17,7 @@ biases excluded), as zero fractions, with exact zeros, like the rest of the libr
 function returns a :class:`BaselineResult`: the final model, the attained zero fraction, the
 cost in epochs and in full trainings, and the wall time. Training uses the library's own loop
 and optimizers (:class:`~l1sparse.prox.ProxSGD` / :class:`~l1sparse.prox.ProxAdam` with the same
-cosine learning-rate decay as :class:`~l1sparse.select.TrainingSolver`, and the same default
+cosine learning-rate decay as the retrain schemes (:mod:`l1sparse.retrain`), and the same default
 optimizer, learning rate and momentum as :func:`~l1sparse.select.fit_sparse`), so a comparison with
 :func:`~l1sparse.select.fit_sparse` measures the choice of sparsity pattern, not a different
 optimizer.
@@ -39,10 +39,9 @@ from torch.nn.utils import prune
 from .losses import check_task
 from .penalty import layer_names, penalised_layers
 from .config import DEFAULTS
-from .select import TrainingSolver
 from .select import check_fraction as _check_fraction
 from .sparsity import nnz_per_layer
-from .train import DivergenceError, debias, make_optimizer, train_steps
+from .train import DivergenceError, batches_per_epoch, debias, make_optimizer, train_steps
 
 __all__ = [
     "BaselineResult",
@@ -180,12 +179,33 @@ def _sparsity(model: nn.Module) -> tuple[int, int]:
 def _dense_training(model: nn.Module, X: Tensor, y: Tensor, *, task: str, epochs: int,
                     optimizer: str, lr: float, momentum: float, batch_size: int | None,
                     seed: int, device) -> None:
-    """``epochs`` epochs without penalty, with the selector's schedule and batch order."""
-    solver = TrainingSolver(model, X, y, task=task, optimizer=optimizer, lr=lr,
-                            momentum=momentum, batch_size=batch_size, seed=seed,
-                            schedule_epochs=epochs if batch_size is not None else None,
-                            device=device)
-    solver.solve({n: 0.0 for n in solver.layer_names()}, epochs)
+    """``epochs`` epochs without penalty, with the retrain schemes' schedule and batch order."""
+    _train_fixed(model, X, y, task=task, lam=0.0, epochs=epochs, optimizer=optimizer, lr=lr,
+                 momentum=momentum, batch_size=batch_size, seed=seed, device=device)
+
+
+def _train_fixed(model: nn.Module, X: Tensor, y: Tensor, *, task: str, lam: float, epochs: int,
+                 optimizer: str, lr: float, momentum: float, batch_size: int | None,
+                 seed: int, device) -> None:
+    """One training at a fixed λ (all layers) with the library's loop, as one training of
+    :func:`l1sparse.retrain.retrain_select`: mini-batches with a cosine decay of the learning
+    rate to ``lr · DEFAULTS.lr_final`` over the run, full batch at a constant rate."""
+    if device is not None:
+        model.to(device)
+        X, y = X.to(device), y.to(device)
+    n = X.shape[0]
+    budget = max(1, round(epochs * batches_per_epoch(n, batch_size)))
+    opt = make_optimizer(model, optimizer, lr=lr,
+                         lambdas={name: lam for name, _ in penalised_layers(model)},
+                         n_samples=n, momentum=momentum)
+    after_step = None
+    if batch_size is not None:
+        final = DEFAULTS.lr_final
+        after_step = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(
+                1.0, s / budget)))).step
+    train_steps(model, (X, y), opt, task=task, steps=budget, batch_size=batch_size,
+                generator=torch.Generator().manual_seed(seed), after_step=after_step)
 
 
 # --------------------------------------------------------------------------- (i) prune
@@ -262,7 +282,7 @@ def prune_and_finetune(
     """Train dense, prune by global magnitude, fine-tune with the zeros kept.
 
     1. ``epochs`` epochs without penalty (the optimizer and cosine learning-rate decay of
-       :class:`~l1sparse.select.TrainingSolver`);
+       the retrain schemes (:mod:`l1sparse.retrain`));
     2. :func:`magnitude_prune` to ``zero_fraction``;
     3. ``finetune_epochs`` epochs of :func:`~l1sparse.train.debias`: the surviving weights are
        trained at the constant rate ``finetune_lr`` with the support fixed.
@@ -396,8 +416,8 @@ def gradual_magnitude_pruning(
     are recomputed by global magnitude over all penalised weights; between prunes the masks are
     fixed: the gradients of pruned weights are zeroed and the weights re-masked after each step,
     so they stay exact zeros. After ``end · T`` the network trains on with the final mask, the
-    learning rate following the same cosine decay (to ``lr · lr_final``) as
-    :class:`~l1sparse.select.TrainingSolver`. The final zero fraction is ``zero_fraction`` up to
+    learning rate following the same cosine decay (to ``lr · lr_final``) as the retrain
+    schemes (:mod:`l1sparse.retrain`). The final zero fraction is ``zero_fraction`` up to
     rounding (one weight).
 
     Parameters
@@ -623,11 +643,8 @@ def lambda_grid_search(
         t_run = time.perf_counter()
         model = model_factory()
         _check_model(model)
-        solver = TrainingSolver(model, X, y, task=task, optimizer=optimizer, lr=lr,
-                                momentum=momentum, batch_size=batch_size, seed=seed,
-                                schedule_epochs=epochs if batch_size is not None else None,
-                                device=device)
-        solver.solve({n: lam for n in solver.layer_names()}, epochs)
+        _train_fixed(model, X, y, task=task, lam=lam, epochs=epochs, optimizer=optimizer,
+                     lr=lr, momentum=momentum, batch_size=batch_size, seed=seed, device=device)
         nnz, total = _sparsity(model)
         run = GridRun(lam, nnz, 1 - nnz / total, time.perf_counter() - t_run,
                       copy.deepcopy(model.state_dict()) if keep_states else None)

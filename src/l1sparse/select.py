@@ -1,23 +1,17 @@
-"""Choosing λ (or every λ_k) so the trained network has a prescribed sparsity (docs/design.md §5).
+"""Training a network to a prescribed sparsity: :func:`fit_sparse` (docs/design.md §5).
 
-The selector only talks to a :class:`Solver`: "train at these λ_k for so many epochs", "go back
-to the initial weights", "report nnz and the full-data gradient magnitudes". It does not know how
-training is done, and training does not know why λ changed.
+One entry point, three drivers on the library's one training loop
+(:func:`~l1sparse.train.train_steps`):
 
-The update is the paper's: at a solution with ``l_t`` nonzeros and sorted gradient magnitudes
-``γ_(1) ≥ γ_(2) ≥ …`` (first-order conditions: the nonzeros have ``γ = λ``, the zeros
-``γ ≤ λ``),
+* ``mode="warm"`` (default): one run stepped with a
+  :class:`~l1sparse.scheduler.SparsityScheduler`, λ steered as the training goes;
+* ``mode="retrain"`` and ``mode="paper"``: a full training at a fixed λ per outer iteration,
+  all from the same initial weights (:func:`l1sparse.retrain.retrain_select`), the next λ from
+  the sorted-gradient rule or the paper's bracketed median (:mod:`l1sparse.rule`).
 
-* too sparse (``l_t < l*``): lower λ to ``γ_(l*)``, strictly below the current λ, so that the
-  zero weights under most pressure enter;
-* too dense (``l_t > l*``): raise λ by stepping back up the sorted γ of the last too-sparse
-  solution by the accumulated overshoot (or by a factor when there is none).
-
-A bracket ``[λ_dense, λ_sparse]`` of the tightest known values is kept per scope (the whole
-network, or each layer); a proposal outside it is replaced by the geometric mean of its ends,
-so the loop cannot cycle. In ``warm`` mode (and for per-layer targets, where the layers are
-coupled) bracket ends expire after ``bracket_memory`` iterations, and each step is damped to a
-factor ``max_step``.
+Also here: the records of a selection (:class:`OuterRecord`, :class:`SelectionResult`), the
+step budget (:func:`resolve_steps`) and the checks that a sparse network still works
+(:func:`network_warnings`).
 """
 
 from __future__ import annotations
@@ -26,21 +20,17 @@ import copy
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from .characterize import Characterization, characterize, full_gradient
-from .penalty import layer_names, penalised_layers, set_group_l1, set_l1_weights, lambda_per_sample
+from .penalty import layer_names, penalised_layers
 from .sparsity import nnz_per_layer
 from .config import DEFAULTS
-from .targets import Scope, Target, check_fraction, make_target
-from .rule import Bracket as _Bracket, between as _between, propose as _propose
-from .train import batches_per_epoch, make_optimizer, train, train_steps
+from .targets import Scope, Target, check_fraction, make_target  # noqa: F401 - re-exported
+from .train import batches_per_epoch, make_optimizer, train_steps
 
 __all__ = [
     "MODES",
@@ -48,10 +38,6 @@ __all__ = [
     "make_target",
     "OuterRecord",
     "SelectionResult",
-    "SelectionState",
-    "Solver",
-    "TrainingSolver",
-    "select_lambda",
     "fit_sparse",
 ]
 
@@ -61,167 +47,6 @@ MODES = ("warm", "retrain", "paper")
 
 
 # --------------------------------------------------------------------------- targets
-
-
-# --------------------------------------------------------------------------- solver
-
-
-class Solver(Protocol):
-    """What the selector needs from training."""
-
-    def layer_names(self) -> list[str]: ...
-    def reset(self) -> None: ...
-    def solve(self, lambdas: dict[str, float], epochs: float) -> float: ...
-    def characterize(self, lambdas: dict[str, float]) -> Characterization: ...
-    def nnz(self) -> dict[str, int]: ...
-    def state(self) -> dict: ...
-    def load_state(self, state: dict) -> None: ...
-
-
-class TrainingSolver:
-    """Trains ``model`` on ``(X, y)`` with a proximal optimizer at the λ_k it is given.
-
-    ``reset`` restores the initial weights, a fresh optimizer and the same mini-batch order,
-    so retrain-mode iterations all start from the same point, as in the paper.
-
-    With ``schedule_epochs`` set, the learning rate follows a cosine from ``lr`` down to
-    ``lr · lr_final`` over that many epochs (counted from the last reset) and stays there: the
-    stochastic steps then settle, and so does the count of nonzeros.
-
-    With ``penalty="reweighted"`` (``l1sparse train --penalty reweighted``) the penalty weights
-    ``c_i`` are refreshed from the current weights at the start of every epoch during the first
-    85 % of ``schedule_epochs``, then held.
-
-    With ``grad_samples`` set, the gradient magnitudes that steer λ are estimated on a fixed
-    random subset of that many samples, scaled by N/m (an unbiased estimate of the summed-loss
-    gradient), instead of a pass over all N: on Fashion-MNIST a full pass costs about 0.7 of a
-    training epoch, paid at every outer iteration.
-    """
-
-    def __init__(self, model: nn.Module, X: Tensor, y: Tensor, *, task: str,
-                 optimizer: str = DEFAULTS.optimizer, lr: float | None = None,
-                 momentum: float | None = None,
-                 batch_size: int | None = DEFAULTS.batch_size, tol: float = 0.0, seed: int = 0,
-                 schedule_epochs: int | None = None, lr_final: float = DEFAULTS.lr_final,
-                 grad_batch_size: int = 8192, grad_samples: int | None = None,
-                 device: str | torch.device | None = None, penalty: str = "l1") -> None:
-        from .penalty import make_penalty
-
-        self.penalty = make_penalty(penalty)
-        if self.penalty.adaptive and schedule_epochs is None:
-            raise ValueError("A reweighted penalty needs mini-batch training with a schedule "
-                             "(its weights are refreshed during the first 85 % of the epochs).")
-        if device is not None:
-            # model and data live on the device for the whole run: no host round trips
-            model.to(device)
-            X, y = X.to(device), y.to(device)
-        self.model, self.X, self.y, self.task = model, X, y, task
-        lr = DEFAULTS.lr_for(optimizer) if lr is None else lr
-        momentum = DEFAULTS.momentum_for(batch_size=batch_size) if momentum is None else momentum
-        self.optimizer_name, self.lr, self.momentum = optimizer, lr, momentum
-        self.batch_size, self.tol, self.seed = batch_size, tol, seed
-        self.grad_batch_size = grad_batch_size
-        self.schedule_epochs, self.lr_final = schedule_epochs, lr_final
-        self.grad_samples = grad_samples
-        if grad_samples is not None:
-            if int(grad_samples) != grad_samples or grad_samples < 1:
-                raise ValueError("The 'grad_samples' parameter must be a positive integer. "
-                                 f"Got {grad_samples}.")
-            gen = torch.Generator().manual_seed(seed + 1)
-            self._grad_idx = torch.randperm(X.shape[0], generator=gen)[:grad_samples].to(
-                X.device)
-        self._initial = copy.deepcopy(model.state_dict())
-        self.reset()
-
-    @property
-    def lam_init_factor(self) -> float:
-        """The fraction of the first-order guess at which :func:`select_lambda` starts λ.
-
-        ``1 − momentum`` for proximal SGD, 1 otherwise. The guess is read off the gradients at
-        the initial weights; started at the guess itself, proximal SGD with heavy momentum
-        zeroes hidden units wholesale in the first epoch, and they do not come back when λ
-        falls. A fraction of it approaches the target from the dense side. ProxAdam's steps
-        are normalised and start small.
-        """
-        return 1.0 - self.momentum if self.optimizer_name == "sgd" else 1.0
-
-    def layer_names(self) -> list[str]:
-        return layer_names(self.model)
-
-    def reset(self) -> None:
-        self.model.load_state_dict(self._initial)
-        zeros = {n: 0.0 for n in layer_names(self.model)}
-        self.optimizer = make_optimizer(self.model, self.optimizer_name, lr=self.lr,
-                                        lambdas=zeros, n_samples=self.X.shape[0],
-                                        momentum=self.momentum)
-        self.generator = torch.Generator().manual_seed(self.seed)
-        self.epochs_done = 0
-        # the cosine decay over schedule_epochs, to lr · lr_final, then flat; stepped before
-        # each piece of training, at the (possibly fractional) epochs done since the reset
-        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_scale)
-
-    def _lr_scale(self, _count: int = 0) -> float:
-        if self.schedule_epochs is None:
-            return 1.0
-        progress = min(1.0, self.epochs_done / self.schedule_epochs)
-        return self.lr_final + (1 - self.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    def _train(self, epochs: int, **kwargs):
-        """One call of the training loop; the data-parallel solver overrides it."""
-        return train(self.model, self.X, self.y, self.optimizer, task=self.task, epochs=epochs,
-                     batch_size=self.batch_size, generator=self.generator,
-                     epoch_offset=self.epochs_done, **kwargs)
-
-    def solve(self, lambdas: dict[str, float], epochs: float) -> float:
-        n = self.X.shape[0]
-        set_group_l1(self.optimizer, {k: lambda_per_sample(v, n) for k, v in lambdas.items()})
-        if self.schedule_epochs is None:
-            result = self._train(epochs, tol=self.tol)
-            self.epochs_done += result.epochs
-            return result.epochs
-        left = epochs
-        while left > 1e-9:  # at most one epoch at a time, to set the scheduled learning rate
-            piece = min(1.0, left)
-            with warnings.catch_warnings():  # stepped at piece starts, by design
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
-                self.lr_schedule.step()  # lr · _lr_scale() at the epochs done
-            progress = self.epochs_done / self.schedule_epochs
-            if self.penalty.adaptive and progress < 0.85:  # refreshed every epoch, then held
-                set_l1_weights(self.optimizer, self.penalty)
-            self._train(piece)
-            self.epochs_done += piece
-            left -= piece
-        return epochs
-
-    def characterize(self, lambdas: dict[str, float]) -> Characterization:
-        self.model.eval()
-        n = self.X.shape[0]
-        m = self.grad_samples
-        if m is None or m >= n:
-            return characterize(self.model, self.X, self.y, task=self.task, lambdas=lambdas,
-                                batch_size=self.grad_batch_size)
-        # an unbiased estimate of the summed-loss gradient from a fixed random subset
-        grad = full_gradient(self.model, self.X[self._grad_idx], self.y[self._grad_idx],
-                             task=self.task, batch_size=self.grad_batch_size)
-        for g in [*grad.weights.values(), *grad.others.values()]:
-            g.mul_(n / m)
-        grad.loss *= n / m
-        return characterize(self.model, self.X, self.y, task=self.task, lambdas=lambdas,
-                            gradient=grad)
-
-    def nnz(self) -> dict[str, int]:
-        return nnz_per_layer(self.model)
-
-    def state(self) -> dict:
-        return {"model": copy.deepcopy(self.model.state_dict()),
-                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-                "generator": self.generator.get_state(), "epochs_done": self.epochs_done}
-
-    def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-        self.generator.set_state(state["generator"])
-        self.epochs_done = state["epochs_done"]
 
 
 # --------------------------------------------------------------------------- records
@@ -278,14 +103,6 @@ class SelectionResult:
         """Whether the network passed the checks of :func:`network_warnings`."""
         return not self.warnings
 
-    @classmethod
-    def from_state(cls, state: "SelectionState", target: Target) -> "SelectionResult":
-        """The result as it stands in ``state``: the best model so far."""
-        _, lambdas, nnz, _ = state.best
-        return cls(lambdas=lambdas, target=target, converged=target.met(nnz),
-                   distance=target.distance(nnz), nnz=nnz, history=list(state.history),
-                   epochs_total=state.epochs_total, seconds=state.seconds)
-
     @property
     def outer_iterations(self) -> int:
         return len(self.history)
@@ -297,279 +114,6 @@ class SelectionResult:
         if self.target.per_layer:
             return values
         return values[0]
-
-
-# --------------------------------------------------------------------------- the update
-
-
-def _initial_lambdas(solver: Solver, target: Target) -> dict[str, float]:
-    """λ_0 per scope: between the l*-th and (l*+1)-th largest gradient magnitudes at the
-    initial weights (the first-order guess: those l* weights would be the ones to move)."""
-    report = solver.characterize({n: 0.0 for n in solver.layer_names()})
-    lambdas = {}
-    for s in target.scopes:
-        gamma = torch.cat([report[n].gamma for n in s.layers]).sort(descending=True).values
-        k = max(1, int(round(s.nnz)))
-        lam0 = _between(gamma, k) if s.nnz < s.total else 0.0
-        if lam0 <= 0 and s.nnz < s.total:
-            lam0 = float(gamma[0]) if float(gamma[0]) > 0 else 1.0
-        for n in s.layers:
-            lambdas[n] = lam0
-    return lambdas
-
-
-# --------------------------------------------------------------------------- the loop
-
-
-@dataclass
-class SelectionState:
-    """Everything the outer loop knows between iterations; saved in checkpoints.
-
-    Together with the solver's own state it is enough to continue an interrupted selection
-    exactly where it stopped.
-    """
-
-    lambdas: dict[str, float]  # λ_k of the next search iteration
-    brackets: list[_Bracket]
-    history: list[OuterRecord] = field(default_factory=list)
-    best: tuple | None = None  # (distance, lambdas, nnz, solver state) of the returned model
-    hit: OuterRecord | None = None  # the search iteration that met the target
-    epochs_total: float = 0.0
-    seconds: float = 0.0  # wall time of the iterations done so far
-    # refinement (retrain mode): probes towards each end of the interval meeting the target
-    side: str = "low"
-    probes: int = 0
-    lo_end: float | None = None
-    hi_end: float | None = None
-    low_hit: float | None = None
-    high_hit: float | None = None
-    finished: bool = False
-
-
-def _record_best(state: SelectionState, target: Target, record: OuterRecord,
-                 solver: Solver, force: bool = False) -> None:
-    dist = sum(target.distance(record.nnz))
-    if force or state.best is None or dist <= state.best[0]:
-        state.best = (dist, dict(record.lambdas), record.nnz, solver.state())
-
-
-def _next_refine_probe(state: SelectionState, refine: int) -> float | None:
-    """λ of the next refinement probe, or None when both sides are done."""
-    while state.side in ("low", "high"):
-        if state.probes < refine:
-            if state.side == "low":
-                return (math.sqrt(state.lo_end * state.low_hit) if state.lo_end
-                        else state.low_hit / 2)
-            return (math.sqrt(state.hi_end * state.high_hit) if state.hi_end
-                    else state.high_hit * 2)
-        state.side = "high" if state.side == "low" else "final"
-        state.probes = 0
-    return None
-
-
-def select_lambda(
-    solver: Solver,
-    target: Target,
-    *,
-    mode: str = "warm",
-    epochs: int = 20,
-    warm_chunk: int | None = None,
-    max_outer: int = 30,
-    lam_init: dict[str, float] | None = None,
-    lam_init_factor: float | None = None,
-    max_step: float | None = None,
-    bracket_memory: int | None = None,
-    refine: int = 0,
-    callback: Callable[[OuterRecord], None] | None = None,
-    checkpoint: Callable[[SelectionState, dict], None] | None = None,
-    resume: tuple[SelectionState, dict] | None = None,
-) -> SelectionResult:
-    """Find λ (per scope) such that the trained model meets ``target``.
-
-    Parameters
-    ----------
-    solver : Solver
-        Trains at given λ_k (e.g. :class:`TrainingSolver`).
-    target : Target
-        From :func:`make_target`.
-    mode : {"warm", "retrain"}
-        ``retrain``: every outer iteration trains ``epochs`` from the same initial weights (the
-        paper's scheme). ``warm``: one continued run; λ is updated every ``warm_chunk`` epochs
-        and the run ends once at least ``epochs`` epochs are done and the target is met.
-    epochs : int
-        Length of one full training.
-    warm_chunk : float, optional
-        Epochs between λ updates in warm mode. Default ``epochs / 10`` for mini-batch
-        training, ``max(1, epochs // 10)`` full-batch.
-    max_outer : int
-        Limit on search iterations (refinement probes come on top, at most ``2·refine + 1``).
-    lam_init : dict, optional
-        Starting λ_k (summed scale). Default: ``lam_init_factor`` times a λ between the l*-th
-        and (l*+1)-th largest gradient magnitudes at the initial weights.
-    lam_init_factor : float, optional
-        Default: the solver's ``lam_init_factor`` if it has one, else 1 (see
-        :attr:`TrainingSolver.lam_init_factor`). Warm mode in particular is better
-        started on the dense side of the target, because sparsifying is not undone by
-        lowering λ: the incoming weights of a hidden unit with no outgoing weight get no
-        gradient, and its outgoing weights only σ(b) times the gradient of the next layer's
-        biases, which training drives to zero.
-    max_step : float, optional
-        Largest factor by which λ may change in one iteration. Default 1.4 in warm mode, none
-        in retrain mode.
-    bracket_memory : int, optional
-        Iterations after which a bracket end expires. Default 4 in warm mode or for per-layer
-        targets, never otherwise.
-    refine : int, default 0
-        Retrain mode only: once the target is met, this many probes on each side locate the
-        ends of the λ interval meeting it, and the final λ is the geometric mean of the
-        extreme λ that met it — well inside the interval, not at a knot.
-    callback : callable, optional
-        Called with every :class:`OuterRecord`.
-    checkpoint : callable, optional
-        Called after every outer iteration with the :class:`SelectionState` and the solver's
-        state: what a resumed run needs.
-    resume : (SelectionState, dict), optional
-        A state and solver state saved by ``checkpoint``: the selection continues from there
-        and reaches the same result as an uninterrupted run.
-
-    Returns
-    -------
-    SelectionResult
-        The solver's model is left at the returned solution: the one that met the target, or
-        the closest one when ``converged`` is false.
-    """
-    if mode not in MODES:
-        raise ValueError(f"The 'mode' parameter must be one of {list(MODES)}. Got {mode!r}.")
-    for what, v in (("epochs", epochs), ("max_outer", max_outer)):
-        if int(v) != v or v < 1:
-            raise ValueError(f"The '{what}' parameter must be a positive integer. Got {v}.")
-    warm = mode == "warm"
-    chunk = warm_chunk or (epochs / 10 if solver_batches(solver) else max(1, epochs // 10))
-    if max_step is None and warm:
-        max_step = 1.4
-    if bracket_memory is None and (warm or target.per_layer):
-        bracket_memory = 4
-    refine = refine if (not warm and not target.per_layer) else 0
-
-    t_start = time.perf_counter()
-    if resume is not None:
-        state, solver_state = resume
-        solver.load_state(solver_state)
-    else:
-        solver.reset()
-        if lam_init is not None:
-            lambdas = dict(lam_init)
-        else:
-            factor = (lam_init_factor if lam_init_factor is not None
-                      else getattr(solver, "lam_init_factor", 1.0))
-            if not (math.isfinite(factor) and factor > 0):
-                raise ValueError(f"The 'lam_init_factor' parameter must be > 0. Got {factor}.")
-            lambdas = {n: factor * v for n, v in _initial_lambdas(solver, target).items()}
-        state = SelectionState(lambdas=lambdas, brackets=[_Bracket() for _ in target.scopes])
-    seconds_before = state.seconds
-
-    def run(lams: dict[str, float], phase: str) -> tuple[OuterRecord, Characterization]:
-        t0 = time.perf_counter()
-        if not warm:
-            solver.reset()
-        done = solver.solve(lams, chunk if warm else epochs)
-        state.epochs_total += done
-        report = solver.characterize(lams)
-        nnz = solver.nnz()
-        pen = sum(lams[layer.name] * layer.l1 for layer in report.layers)
-        record = OuterRecord(
-            iteration=len(state.history) + 1, phase=phase, lambdas=dict(lams), nnz=nnz,
-            nnz_total=sum(nnz.values()), attained=target.attained(nnz), met=target.met(nnz),
-            loss=report.loss, objective=report.loss + pen, max_violation=report.max_violation,
-            epochs=done, seconds=time.perf_counter() - t0)
-        state.history.append(record)
-        if callback is not None:
-            callback(record)
-        log.info("outer %d (%s): lambda=%s nnz=%s met=%s", record.iteration, phase,
-                 _fmt(lams), nnz, record.met)
-        return record, report
-
-    while not state.finished:
-        if state.hit is None:  # ---- search
-            record, report = run(state.lambdas, "search")
-            _record_best(state, target, record, solver)
-            if record.met and (not warm or state.epochs_total >= epochs):
-                state.hit = record
-                _record_best(state, target, record, solver, force=True)
-                lam_hit = _scalar(record.lambdas)
-                br = state.brackets[0]
-                state.lo_end = br.dense[0] if br.dense else None
-                state.hi_end = br.sparse[0] if br.sparse else None
-                state.low_hit = state.high_hit = lam_hit
-                state.finished = refine == 0
-            elif len(state.history) >= max_outer:
-                state.finished = True
-            else:
-                # warm mode, before a full training's epochs are done: keep steering towards the
-                # centre of the tolerance band, so the run ends inside it, not at its edge
-                band = 0.25 if warm and state.epochs_total < epochs else 1.0
-                state.lambdas = _update(state, target, record, report, max_step=max_step,
-                                        memory=bracket_memory, band=band)
-        else:  # ---- refine: move λ inside the interval of λ meeting the target
-            probe = _next_refine_probe(state, refine)
-            if probe is not None:
-                record, _ = run({n: probe for n in state.lambdas}, "refine")
-                state.probes += 1
-                if record.met:
-                    if state.side == "low":
-                        state.low_hit = probe
-                    else:
-                        state.high_hit = probe
-                elif state.side == "low":
-                    state.lo_end = probe
-                else:
-                    state.hi_end = probe
-            else:
-                final = math.sqrt(state.low_hit * state.high_hit)
-                if final != _scalar(state.hit.lambdas):
-                    record, _ = run({n: final for n in state.lambdas}, "final")
-                    if record.met:
-                        _record_best(state, target, record, solver, force=True)
-                state.finished = True
-        state.seconds = seconds_before + time.perf_counter() - t_start
-        if checkpoint is not None:
-            checkpoint(state, solver.state())
-
-    solver.load_state(state.best[3])
-    return SelectionResult.from_state(state, target)
-
-
-def _update(state: SelectionState, target: Target, record: OuterRecord,
-            report: Characterization, *, max_step: float | None,
-            memory: int | None, band: float = 1.0) -> dict[str, float]:
-    """λ_k of the next search iteration, scope by scope.
-
-    A scope within ``band · tol`` of its target keeps its λ.
-    """
-    new = dict(state.lambdas)
-    for s, br in zip(target.scopes, state.brackets):
-        count = sum(record.nnz[n] for n in s.layers)
-        if abs(count - s.nnz) <= band * s.tol + 1e-9:
-            continue
-        gamma = torch.cat([report[n].gamma for n in s.layers]).sort(descending=True).values
-        nxt = _propose(state.lambdas[s.layers[0]], count, s.nnz, gamma, br, record.iteration,
-                       max_step=max_step, memory=memory)
-        for n in s.layers:
-            new[n] = nxt
-    return new
-
-
-def solver_batches(solver: Solver) -> bool:
-    """Whether the solver trains on mini-batches (and so can stop within an epoch)."""
-    return getattr(solver, "batch_size", None) is not None
-
-
-def _scalar(lambdas: dict[str, float]) -> float:
-    return next(iter(lambdas.values()))
-
-
-def _fmt(lambdas: dict[str, float]) -> str:
-    return ",".join(f"{v:.4g}" for v in lambdas.values())
 
 
 def auto_grad_samples(n_samples: int) -> int | None:

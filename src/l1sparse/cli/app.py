@@ -80,8 +80,21 @@ def _one_line(exc: BaseException) -> str:
 def _run(parser, args, argv) -> int:
     if getattr(args, "config", None):
         args.__dict__.update(vars(_apply_config(parser, args, argv)))
+    _infer_task(args)
     missing = [k for k in REQUIRED[args.command] if getattr(args, k, None) is None]
     if missing:
         raise UsageError("missing " + ", ".join("--" + k for k in missing)
                          + " (on the command line or in --config)")
     return args.func(args)
+
+
+def _infer_task(args) -> None:
+    """A built-in data set (--data mg, mnist-5k, ...) names its task: --task may be left out."""
+    data = getattr(args, "data", None)
+    if getattr(args, "task", "absent") is not None or not data:
+        return
+    from ..data.dispatch import _TASK_OF
+
+    key = str(data).lower().replace("_", "-")
+    if key in _TASK_OF:
+        args.task = _TASK_OF[key]

@@ -134,6 +134,19 @@ def _layer_fractions(text: str) -> list[float] | dict[str, float]:
     return _layer_lam(text, example="0.9,0.8,0.5 or fc1=0.9,fc2=0.8,fc3=0.5")
 
 
+def _layer_counts(text: str) -> list[int] | dict[str, int]:
+    """``650,1200,1000,45`` (one per layer) or ``fc1=650,fc4=45`` (by name): whole numbers."""
+    example = "650,1200,1000,45 or fc1=650,fc2=1200,fc3=1000,fc4=45"
+    values = _layer_lam(text, example=example)
+    numbers = list(values.values()) if isinstance(values, dict) else values
+    if not numbers or any(v != int(v) or v < 0 for v in numbers):
+        raise argparse.ArgumentTypeError(
+            f"must be whole numbers >= 0 like {example}; got {text!r}")
+    if isinstance(values, dict):
+        return {k: int(v) for k, v in values.items()}
+    return [int(v) for v in values]
+
+
 def _grad_samples(text: str) -> int | None | str:
     if text in ("auto",):
         return text

@@ -20,6 +20,7 @@ from .common import (
     _load_data,
     _progress_bar,
     _target_words,
+    _warn,
 )
 from .output import (
     CHECKPOINT,
@@ -29,6 +30,7 @@ from .output import (
     _load_checkpoint,
     _maybe_debias,
     _maybe_polish,
+    _polish_fit,
     _prepare_out,
     _print_result,
     _save_checkpoint,
@@ -38,23 +40,38 @@ from .output import (
 
 
 def _target(args, model):
-    from ..select import make_target
+    """The target of the flags: exactly one of --target-sparsity, --target-nnz,
+    --layer-sparsity, --layer-nnz; --rel-tol makes each count's tolerance relative."""
+    from dataclasses import replace
 
-    given = [args.target_sparsity is not None, args.target_nnz is not None,
-             args.layer_sparsity is not None]
-    if sum(given) != 1:
-        raise UsageError("give exactly one of --target-sparsity, --target-nnz, --layer-sparsity")
-    if args.target_nnz is not None:
-        flag, kwargs = "--target-nnz", {"nnz": args.target_nnz}
-    elif args.target_sparsity is not None:
-        flag, kwargs = "--target-sparsity", {"zero_fraction": args.target_sparsity}
-    else:
-        flag, kwargs = "--layer-sparsity", {"layer_zero_fraction": args.layer_sparsity}
+    from ..targets import make_target
+
+    flags = (("--target-sparsity", "target_sparsity", "zero_fraction"),
+             ("--target-nnz", "target_nnz", "nnz"),
+             ("--layer-sparsity", "layer_sparsity", "layer_zero_fraction"),
+             ("--layer-nnz", "layer_nnz", "layer_nnz"))
+    given = [(flag, key, getattr(args, dest)) for flag, dest, key in flags
+             if getattr(args, dest, None) is not None]
+    if len(given) != 1:
+        raise UsageError("give exactly one of " + ", ".join(f for f, _, _ in flags))
+    (flag, key, value), = given
+    rel_tol = getattr(args, "rel_tol", None)
+    if rel_tol is not None and args.tol is not None:
+        raise UsageError("--tol (in weights or a fraction) and --rel-tol (relative to each "
+                         "count) both set the tolerance; give one of them")
     try:
-        return make_target(model, tol=args.tol, **kwargs)
+        target = make_target(model, tol=args.tol, **{key: value})
     except ValueError as exc:  # name the flag, not only the library's parameter
         raise UsageError(f"{flag} (with --tol {args.tol}): {exc}" if args.tol is not None
                          else f"{flag}: {exc}") from None
+    if rel_tol is not None:
+        target = replace(target, scopes=tuple(replace(s, tol=rel_tol * s.nnz)
+                                              for s in target.scopes))
+    _layers_required(args, target)  # refused here, before any training
+    if getattr(args, "layers_met", None) is not None and args.mode == "warm" and args.hidden:
+        raise UsageError("--layers-met (k of K layers) needs --mode paper or retrain; warm "
+                         "mode steers every layer to its count")
+    return target
 
 
 def cmd_fit(args) -> int:
@@ -72,8 +89,6 @@ def cmd_fit(args) -> int:
 
 def _fit(args, *, rank: int, world: int) -> int:
     """``fit`` in one process, or in one rank of a data-parallel group (rank 0 writes)."""
-    from ..select import SelectionResult, TrainingSolver, select_lambda
-
     main_rank = rank == 0
     if not main_rank:
         args.quiet = True
@@ -82,92 +97,163 @@ def _fit(args, *, rank: int, world: int) -> int:
     target = _target(args, model)
     out = _prepare_out(args.out)
     epochs_given = args.epochs
+    args._grad_samples_given = args.grad_samples != "auto"
+    if args.mode == "paper" and args.momentum is None:
+        args.momentum = 0.0  # the paper's plain proximal SGD (as fit_sparse(mode='paper'))
     _linear_defaults(args, data, model)
     if args.mode == "warm" and args.hidden:
         return _fit_warm(args, data, model, target, out, rank=rank, world=world,
                          epochs=epochs_given)
     if not args.hidden and world == 1:
         return _fit_convex(args, data, model, target, out)
+    return _fit_retrain(args, data, model, target, out, rank=rank, world=world)
+
+
+def _fit_retrain(args, data, model, target, out: Path, *, rank: int, world: int) -> int:
+    """Retrain and paper modes: a full training from the same initial weights per outer
+    iteration (:func:`l1sparse.retrain.retrain_select`), the sorted-gradient rule (``retrain``)
+    or the paper's bracketed median (``paper``)."""
+    import copy
+
+    from ..config import DEFAULTS
+    from ..retrain import BracketError, RetrainResult, retrain_select
+
+    main_rank = rank == 0
     ckpt_path = out / CHECKPOINT
-    resume = None
-    resumed_from = None
     if args.resume and ckpt_path.exists():
-        payload = _load_checkpoint(ckpt_path, args)
-        resume = (payload["state"], payload["solver"])
-        resumed_from = len(payload["state"].history)
-        if not args.quiet:
-            print(f"resuming from {ckpt_path} after outer iteration {resumed_from}",
-                  file=sys.stderr)
-    elif args.resume and not args.quiet:
+        raise UsageError(f"--resume: the {args.mode} mode cannot continue a run (its trainings "
+                         f"are listed in {out / 'history.csv'}); start afresh with --force")
+    if args.resume and not args.quiet:
         print(f"no checkpoint in {out}: starting afresh", file=sys.stderr)
-    if world > 1:
-        from ..distributed import DistributedSolver as solver_class
-    else:
-        solver_class = TrainingSolver
-    solver = solver_class(
-        model, data.X_train, data.y_train, task=data.task, optimizer=args.optimizer,
-        lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, seed=args.seed,
-        tol=1e-12 if args.batch_size is None else 0.0,
-        schedule_epochs=args.epochs if args.batch_size is not None else None,
-        device=_device(args.device), grad_samples=args.grad_samples)
-    refine = 3 if (args.convex and args.mode == "retrain" and not target.per_layer) else 0
+    if getattr(args, "_grad_samples_given", False):
+        _warn(f"--grad-samples {args.grad_samples} has no effect in {args.mode} mode: the "
+              "rules read the full-data gradient")
+    device = _device(args.device)
+    model.to(device)
+    X, y = data.X_train.to(device), data.y_train.to(device)
+    rule = "paper" if args.mode == "paper" else "sorted"
     if not args.quiet:
         print(f"fit: {data.name}, {data.n_train} samples, hidden={args.hidden or 'none'}, "
               f"target {_target_words(target)}, mode {args.mode}", file=sys.stderr)
-    latest: dict = {}
-    bar = _progress_bar(args, desc="outer iterations", unit="it")
+    bar = _progress_bar(args, desc="trainings", unit="it")
+    seen: dict = {"records": [], "best": None}
 
     def progress(record):
+        seen["records"].append(record)
+        distance = sum(target.distance(record.nnz))
+        best = seen["best"]
+        if best is None or (record.met, -distance) > (best[0].met, -best[1]):
+            seen["best"] = (record, distance, copy.deepcopy(model.state_dict()))
         if bar is not None:
             lam = ",".join(f"{v:.4g}" for v in record.lambdas.values())
             bar.set_postfix_str(f"{record.phase} lambda={lam} nnz={record.nnz_total} "
-                                f"epochs={solver.epochs_done}")
+                                f"epochs={record.epochs:g}")
             bar.update(1)
+        if main_rank:
+            _save_checkpoint(ckpt_path, {"fingerprint": _fingerprint(args), "mode": args.mode,
+                                         "trainings": len(seen["records"])})
+            _write_history(out / "history.csv", [r.as_row() for r in seen["records"]])
 
-    def checkpoint(state, solver_state):
-        latest["state"] = state
-        if not main_rank:
-            return
-        _save_checkpoint(ckpt_path, {"format": 1, "fingerprint": _fingerprint(args),
-                                     "state": state, "solver": solver_state})
-        _write_history(out / "history.csv", [r.as_row() for r in state.history])
+    def partial() -> RetrainResult:
+        record, _, state = seen["best"]
+        model.load_state_dict(state)
+        return RetrainResult(
+            rule=rule, lambdas=dict(record.lambdas), lambdas_mean=dict(record.lambdas_mean),
+            target=target, layers_required=_layers_required(args, target),
+            converged=record.met, nnz=dict(record.nnz), history=list(seen["records"]),
+            epochs_total=sum(r.epochs for r in seen["records"]),
+            seconds=sum(r.seconds for r in seen["records"]))
 
     try:
-        result = select_lambda(solver, target, mode=args.mode, epochs=args.epochs,
-                               max_outer=args.max_outer, refine=refine, callback=progress,
-                               checkpoint=checkpoint, resume=resume)
+        retrained = retrain_select(
+            model, X, y, task=data.task, target=target, rel_tol=getattr(args, "rel_tol", None),
+            layers_required=_layers_required(args, target), rule=rule,
+            epochs_per_training=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            optimizer=args.optimizer, momentum=args.momentum,
+            lr_final=None if args.batch_size is None or rule == "paper" else DEFAULTS.lr_final,
+            seed=args.seed,
+            max_trainings=args.max_outer, stop_on_entry=args.mode == "paper",
+            callback=progress, shard=(rank, world) if world > 1 else None)
+    except BracketError as exc:
+        if bar is not None:
+            bar.close()
+        if seen["best"] is None or not main_rank:
+            raise
+        retrained = partial()
+        _warn(str(exc))
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        state = latest.get("state") or (resume[0] if resume else None)
-        if state is not None and state.best is not None and main_rank:
-            solver.load_state(state.best[3])
-            _write_fit_results(out, args, data, model, target,
-                               SelectionResult.from_state(state, target),
-                               resumed_from=resumed_from, interrupted=True, world=world)
-            print(f"l1sparse: interrupted; partial results in {out} "
-                  f"(continue with --resume)", file=sys.stderr)
+        if seen["best"] is not None and main_rank:
+            _write_fit_results(out, args, data, model, target, partial().to_selection(),
+                               resumed_from=None, interrupted=True, world=world)
+            print(f"l1sparse: interrupted; partial results in {out} (the trainings done are "
+                  "in history.csv)", file=sys.stderr)
         else:
-            print("l1sparse: interrupted before the first outer iteration finished",
-                  file=sys.stderr)
+            print("l1sparse: interrupted before the first training finished", file=sys.stderr)
         return EXIT_INTERRUPTED
     if bar is not None:
         bar.close()
-    polished = _maybe_polish(args, model, data, result.lambdas) if main_rank else None
-    debiased = _maybe_debias(args, model, data, result, solver.X, solver.y)
+    result = retrained.to_selection()
+    result.converged = retrained.converged  # k of K layers, where --layers-met asks it
+    polished = _polish_fit(args, model, data, target, result,
+                           layers_required=retrained.layers_required) if main_rank else None
+    debiased = _maybe_debias(args, model, data, result, X, y)
+    code = EXIT_OK if result.converged else EXIT_NOT_MET
     if not main_rank:
-        return EXIT_OK if result.converged else EXIT_NOT_MET
-    summary = _write_fit_results(out, args, data, model, target, result,
-                                 resumed_from=resumed_from, world=world, debiased=debiased,
-                                 extra={"polish": polished})
+        return code
+    lam_mean = {k: v / data.n_train for k, v in result.lambdas.items()}
+    summary = _write_fit_results(
+        out, args, data, model, target, result, resumed_from=None, world=world,
+        debiased=debiased, extra={"polish": polished, "rule": rule,
+                                  "lambda_mean": _mean_values(lam_mean),
+                                  "layers_required": retrained.layers_required,
+                                  **_polished_meaning(polished)})
     # the one-line result, also under --quiet (which hides progress only)
     _print_result(args, summary, target, result, out,
                   f"lambda={result.lam}"
-                  f"{' (standardised data)' if summary['standardized'] else ''}, nnz "
+                  f"{' (standardised data)' if summary['standardized'] else ''} "
+                  f"(lambda/N {_per_sample(lam_mean)}), nnz "
                   f"{summary['nnz']}/{summary['total']} ({summary['zero_fraction']:.4f} zeros), "
-                  f"{result.outer_iterations} outer iterations, {result.epochs_total} epochs, "
+                  f"{result.outer_iterations} trainings, {result.epochs_total:g} epochs, "
                   f"{result.seconds:.1f}s")
-    return EXIT_OK if result.converged else EXIT_NOT_MET
+    return code
+
+
+def _layers_required(args, target) -> int | None:
+    """--layers-met K: a per-layer target is met when K of its layers are (default: all)."""
+    k = getattr(args, "layers_met", None)
+    if k is None:
+        return None
+    if not target.per_layer:
+        raise UsageError("--layers-met needs a per-layer target (--layer-nnz or "
+                         "--layer-sparsity)")
+    if k > len(target.scopes):
+        raise UsageError(f"--layers-met {k}: the target has {len(target.scopes)} layers "
+                         f"({', '.join(s.layers[0] for s in target.scopes)})")
+    return k
+
+
+def _polished_meaning(polished: dict | None) -> dict:
+    """After --polish, what the reported λ is."""
+    if not polished:
+        return {}
+    return {"lambda_meaning": "the lambda re-chosen on the polished (full-batch) problem: the "
+                              "returned network is the polish at it, started from the trained "
+                              "weights" + ("" if polished.get("converged") else
+                                           " (the polish did not converge)")}
+
+
+def _mean_values(lambdas_mean: dict) -> float | list[float]:
+    """λ/N (the authors' scale) as result.json holds λ: one number, or one per layer."""
+    values = list(lambdas_mean.values())
+    return values[0] if len(set(values)) == 1 else values
+
+
+def _per_sample(lambdas_mean: dict) -> str:
+    value = _mean_values(lambdas_mean)
+    return f"{value:.4g}" if isinstance(value, float) else "[" + ", ".join(
+        f"{v:.4g}" for v in value) + "]"
 
 
 def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
@@ -225,14 +311,9 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
         bar.close()
     args.epochs = result.epochs_total
     polished = None
-    if main_rank:
-        polished = _maybe_polish(args, model, data, result.lambdas, result.penalty_weights)
-    if polished is not None:  # the polish moves weights: the count is the polished model's
-        from ..sparsity import nnz_per_layer
-
-        result.nnz = nnz_per_layer(model)
-        result.converged = target.met(result.nnz)
-        result.distance = target.distance(result.nnz)
+    if main_rank:  # the polish moves weights and λ: result then describes the polished model
+        polished = _polish_fit(args, model, data, target, result,
+                               weights=result.penalty_weights or None)
     debiased = _maybe_debias(args, model, data, result, data.X_train.to(device),
                              data.y_train.to(device))
     works = not result.warnings
@@ -241,7 +322,7 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
         return code
     summary = _write_fit_results(out, args, data, model, target, result,
                                  resumed_from=resumed_from, world=world, debiased=debiased,
-                                 extra={"polish": polished})
+                                 extra={"polish": polished, **_polished_meaning(polished)})
     for w in result.warnings:
         print(f"l1sparse: warning: {w}", file=sys.stderr)
     final = result.final_projection

@@ -18,7 +18,7 @@ import torch
 from .. import __version__
 from .._atomic import atomic_write, atomic_write_text
 from ..config import DEFAULTS
-from .common import UsageError, _count, _metrics, _raw_scale, _target_words
+from .common import UsageError, _count, _metrics, _raw_scale, _target_words, _warn
 
 
 RUN_FILES = ("result.json", "history.csv", "model.safetensors", "checkpoint.pt",
@@ -89,7 +89,7 @@ CHECKPOINT = "checkpoint.pt"
 _FINGERPRINT_KEYS = ("data", "task", "hidden", "activation", "target_sparsity", "target_nnz",
                      "layer_sparsity", "tol", "epochs", "batch_size", "lr", "optimizer",
                      "momentum", "mode", "seed", "max_outer", "debias_epochs", "grad_samples",
-                     "standardize", "steps", "penalty")
+                     "standardize", "steps", "penalty", "layer_nnz", "rel_tol", "layers_met")
 
 
 def _fingerprint(args) -> dict:
@@ -286,7 +286,9 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
                            "trained at it for the last part of the run, but a fresh training "
                            "at it need not give the same count; use --mode retrain for a "
                            "reusable lambda") if args.mode == "warm" and args.hidden else
-                          "the lambda at which the returned model was trained from the start",
+                          ("the lambda at which the returned model was trained from the start"
+                           + (", stopped as its count entered the tolerance (paper mode)"
+                              if args.mode == "paper" else "")),
         "resumed_from_iteration": resumed_from,
         "interrupted": interrupted,
         "debias": debiased,
@@ -329,24 +331,83 @@ def _print_result(args, summary: dict, target, result, out: Path, details: str, 
                                               else "")
           + f"; results in {out}", file=sys.stderr)
     if not args.quiet:
-        print(_stationarity_line(summary), file=sys.stderr)
+        print(_stationarity_line(summary, args), file=sys.stderr)
 
 
-def _stationarity_line(summary: dict) -> str:
+def _stationarity_line(summary: dict, args=None) -> str:
+    """The first-order conditions at the reported λ, and what they mean for this run: a
+    certificate after a converged polish; otherwise a diagnostic, with why low shares are
+    expected and how to certify."""
     st = summary["stationarity"]
 
     def share(v):
         return "n/a" if v is None else f"{100 * v:.1f} %"
 
     med = st["median_residual"]
-    return (f"stationarity (tol {st['tol']:g}, {st['gradient']} gradient): nonzeros ok "
+    line = (f"stationarity (tol {st['tol']:g}, {st['gradient']} gradient): nonzeros ok "
             f"{share(st['nonzeros_ok'])}, zeros ok {share(st['zeros_ok'])}, median residual "
             f"{'n/a' if med is None else f'{med:.3g}'}*lambda, max |dL/db| "
             f"{st['max_bias_gradient']:.3g}")
+    polish = summary.get("polish")
+    if polish and polish.get("converged"):
+        return line + " (polished: a stationary point of the reported lambda)"
+    if summary.get("convex") or args is None:
+        return line
+    relu = getattr(args, "activation", None) == "relu" and bool(getattr(args, "hidden", None))
+    reasons = []
+    if polish:
+        reasons.append("the polish did not converge")
+    else:
+        if getattr(args, "batch_size", None) is not None:
+            reasons.append("mini-batch training ends near, not at, a stationary point")
+        elif getattr(args, "mode", None) == "warm":
+            reasons.append("a warm run ends near, not at, a stationary point of its lambda")
+        else:
+            reasons.append("a finite training ends near, not at, a stationary point")
+    if relu:
+        reasons.append("ReLU has kinks where the conditions do not apply")
+    how = "--polish with --batch-size full" + (" and a smooth activation such as "
+                                               "--activation tanh" if relu else "")
+    return (line + f" - a diagnostic, not a certificate: {' and '.join(reasons)}, so low "
+            f"shares are expected; to certify, {how}")
+
+
+def _polish_fit(args, model, data, target, result, *, weights=None,
+                layers_required: int | None = None) -> dict | None:
+    """fit --polish: polish on the full batch and re-choose λ on the polished problem until
+    its count meets the target (:func:`l1sparse.polish.polish_to_target`); ``result`` then
+    describes the returned network at the returned λ (its lambdas, nnz, converged, distance).
+    """
+    if not getattr(args, "polish", False):
+        return None
+    from ..polish import polish_to_target
+
+    device = next(model.parameters()).device
+    sel = polish_to_target(model, data.X_train.to(device), data.y_train.to(device),
+                           task=data.task, target=target, lambdas=result.lambdas,
+                           weights=weights, layers_required=layers_required)
+    res = sel.result
+    if not args.quiet:
+        print(f"polish: {sel.solves} full-batch solve(s) in {sel.seconds:.1f}s, nonzeros at "
+              f"each lambda (as a multiple of the run's): {sel.counts_line()}; returned lambda "
+              f"{', '.join(f'{v:.4g}' for v in dict.fromkeys(sel.lambdas.values()))}, largest "
+              f"violation {res.max_violation:.3g}*lambda ("
+              + ("converged" if res.converged else "NOT converged: " + res.message) + ")",
+              file=sys.stderr)
+    if not sel.met:
+        _warn(f"--polish: no lambda tried in {sel.solves} solves gives a polished network "
+              f"within the target's tolerance (nonzeros at each lambda, as a multiple of the "
+              f"run's: {sel.counts_line()}); the closest is returned")
+    result.lambdas = dict(sel.lambdas)
+    result.nnz = dict(sel.nnz)
+    result.converged = sel.met
+    result.distance = target.distance(sel.nnz)
+    return sel.as_dict()
 
 
 def _maybe_polish(args, model, data, lambdas, weights=None) -> dict | None:
-    """--polish: a full-batch L-BFGS-B solve at the final lambda (l1sparse.polish)."""
+    """train --polish (and the convex fit): a full-batch solve at the given lambda
+    (:func:`l1sparse.polish.polish`)."""
     if not getattr(args, "polish", False):
         return None
     from ..polish import polish
@@ -355,10 +416,10 @@ def _maybe_polish(args, model, data, lambdas, weights=None) -> dict | None:
     result = polish(model, data.X_train.to(device), data.y_train.to(device), task=data.task,
                     lambdas=lambdas, weights=weights)
     if not args.quiet:
+        state = "converged" if result.converged else "NOT converged: " + result.message
         print(f"polish: {result.iterations} L-BFGS-B iterations, {result.seconds:.2f}s, nnz "
               f"{result.nnz_before} -> {result.nnz_after}, largest violation "
-              f"{result.max_violation:.3g}*lambda ({'converged' if result.converged else 'NOT converged: ' + result.message})",
-              file=sys.stderr)
+              f"{result.max_violation:.3g}*lambda ({state})", file=sys.stderr)
     return result.as_dict()
 
 

@@ -14,6 +14,7 @@ from .common import (
     _grad_samples,
     _hidden,
     _layer_fractions,
+    _layer_counts,
     _layer_lam,
     _number,
 )
@@ -24,7 +25,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="settings as in the flags (e.g. target-sparsity = 0.9); flags win")
     p.add_argument("--data", default=None, metavar="FILE",
                    help=".npz (X_train, y_train[, X_test, y_test]) or .csv (header row, last "
-                        "column the target), or a built-in name (mnist-5k, sine1d, oscillating)")
+                        "column the target), or a built-in name (mg, mnist-5k, sine1d, "
+                        "oscillating; a built-in name implies --task)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where the IDX files of --data mnist / fashion-mnist are")
     p.add_argument("--test", default=None, metavar="FILE",
@@ -128,12 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--layer-sparsity", type=_layer_fractions, default=None,
                    metavar="F1,F2,...|fc1=F1,...",
                    help="fraction of zero weights per layer, in layer order or by name")
+    g.add_argument("--layer-nnz", type=_layer_counts, default=None,
+                   metavar="K1,K2,...|fc1=K1,...",
+                   help="number of nonzero weights per layer, in layer order or by name")
     p.add_argument("--tol", type=_number(float, low=0), default=None,
                    help="tolerance: a fraction with --target-sparsity/--layer-sparsity "
-                        "(default 0.005), a count with --target-nnz (default 0: exactly K)")
-    p.add_argument("--mode", choices=["warm", "retrain"], default="warm",
+                        "(default 0.005), a count with --target-nnz/--layer-nnz (default 0: "
+                        "exactly K)")
+    p.add_argument("--rel-tol", type=_number(float, low=0, high=1, high_open=True),
+                   default=None, metavar="R",
+                   help="tolerance relative to each target count, |nnz - K| <= R*K (the "
+                        "paper: 0.001 with one lambda, 0.05 or 0.1 per layer); instead of --tol")
+    p.add_argument("--layers-met", type=_number(int, low=1), default=None, metavar="K",
+                   help="a per-layer target is met when K of its layers are within their "
+                        "tolerance (the paper: 3 of 4); default all; paper and retrain modes")
+    p.add_argument("--mode", choices=["warm", "retrain", "paper"], default="warm",
                    help="warm: one continued training that moves lambda as it goes (default); "
-                        "retrain: a full training from the same start for every lambda")
+                        "retrain: a full training from the same start for every lambda, the "
+                        "next lambda from the sorted gradients; paper: the same trainings with "
+                        "the paper's bracketed-median rule, each stopped on entering the "
+                        "tolerance")
     p.add_argument("--steps", type=_number(int, low=1), default=None, metavar="S",
                    help="warm mode: length of the run in optimizer steps (wins over --epochs; "
                         "default 20 epochs but at least 3000 steps)")
@@ -143,9 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-outer", type=_number(int, low=1), default=40,
                    help="most outer iterations (lambda updates) before giving up (default 40)")
     p.add_argument("--grad-samples", type=_grad_samples, default="auto", metavar="M",
-                   help="estimate the gradient magnitudes that steer lambda on M random "
-                        "samples (scaled to the summed loss); 'all' for every sample; default "
-                        "auto: 10000 when there are more than 20000, else all")
+                   help="no longer used: the retrain and paper rules read the full-data "
+                        "gradient (kept so that old command lines and configs run; a given "
+                        "value is warned about)")
     p.add_argument("--debias-epochs", type=_number(float, low=0), default=0, metavar="K",
                    help="after the target is met, fine-tune the surviving weights for K epochs "
                         "with the zeros fixed and no penalty (lr/10); result.json keeps the "
@@ -154,13 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output directory (result.json, history.csv, model.safetensors, "
                         "checkpoint.pt); must be empty or new unless --resume or --force")
     p.add_argument("--resume", action="store_true",
-                   help="continue from DIR/checkpoint.pt (written after every outer iteration)")
+                   help="warm mode: continue from DIR/checkpoint.pt (written as the run goes); "
+                        "retrain and paper modes cannot continue a run")
     p.add_argument("--force", action="store_true",
                    help="start afresh in a non-empty --out, replacing the previous run's files")
     p.add_argument("--polish", action="store_true",
-                   help="after the selection, a full-batch L-BFGS-B solve at the final lambda "
-                        "to a stationary point (data in memory; converges with smooth "
-                        "activations such as tanh, stalls with relu); result.json 'polish'")
+                   help="after the selection, full-batch solves to a stationary point (data in "
+                        "memory; converges with smooth activations such as tanh, stalls with "
+                        "relu), lambda re-chosen on them until the count is within the "
+                        "tolerance (exit 3 with the counts if not); result.json 'polish'")
     p.set_defaults(func=fit.cmd_fit)
 
     p = sub.add_parser("export", help="write a model file as dense or CSR safetensors",

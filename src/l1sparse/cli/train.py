@@ -30,24 +30,15 @@ def cmd_train(args) -> int:
     device = _device(args.device)
     model.to(device)
     X, y = data.X_train.to(device), data.y_train.to(device)
-    from ..select import TrainingSolver
-
-    # the training of one outer iteration of `fit --mode retrain`: the same initial weights,
-    # batch order and learning-rate schedule, so `train --lam λ` reproduces fit's count
+    # the training of one outer iteration of `fit --mode retrain` (l1sparse.retrain): the
+    # same initial weights, batch order and learning-rate schedule, so `train --lam λ`
+    # reproduces fit's count
     full_batch = args.batch_size is None
-    solver = TrainingSolver(model, X, y, task=data.task, optimizer=args.optimizer, lr=args.lr,
-                            momentum=args.momentum, batch_size=args.batch_size, seed=args.seed,
-                            tol=args.stop_tol if args.stop_tol > 0 else
-                            (1e-12 if full_batch else 0.0),
-                            schedule_epochs=None if full_batch else args.epochs,
-                            penalty=_train_penalty(args, model, full_batch))
+    penalty = _train_penalty(args, model, full_batch)
     t0 = time.perf_counter()
-    epochs_done = solver.solve(lambdas, args.epochs)
-    from ..penalty import l1_weights
-
-    weights = l1_weights(solver.optimizer)
+    epochs_done, weights = _one_training(args, model, X, y, data.task, lambdas, penalty)
     seconds = time.perf_counter() - t0
-    stopped = "converged" if full_batch and epochs_done < args.epochs else "max_epochs"
+    stopped = "converged" if epochs_done < args.epochs - 1e-9 else "max_epochs"
     _maybe_polish(args, model, data, lambdas)
     train_m, test_m = _metrics(model, data, args)
     report = characterize(model, X, y, task=data.task, lambdas=lambdas)
@@ -78,3 +69,74 @@ def _train_penalty(args, model, full_batch: bool) -> str:
         raise UsageError("--penalty reweighted needs mini-batch training (--batch-size B): its "
                          "weights are refreshed each epoch during the first 85 % of the run")
     return penalty
+
+
+class _Converged(Exception):
+    """Raised from the epoch callback when --stop-tol is reached."""
+
+
+def _one_training(args, model, X, y, task: str, lambdas: dict, penalty: str):
+    """One training at fixed λ from the model's weights: the same as one training of
+    :func:`l1sparse.retrain.retrain_select` (optimizer, cosine decay to ``lr · lr_final``
+    over the budget for mini-batches, constant full batch; batch order from ``--seed``).
+
+    Returns the epochs trained and the penalty weights ``c_i`` (empty for plain ℓ1).
+    """
+    import math
+
+    import torch
+
+    from ..config import DEFAULTS
+    from ..penalty import l1_weights, make_penalty, set_l1_weights
+    from ..train import batches_per_epoch, make_optimizer, train_steps
+
+    n = X.shape[0]
+    per_epoch = batches_per_epoch(n, args.batch_size)
+    budget = max(1, round(float(args.epochs) * per_epoch))
+    opt = make_optimizer(model, args.optimizer, lr=args.lr, lambdas=lambdas, n_samples=n,
+                         momentum=args.momentum)
+    lr_final = None if args.batch_size is None else DEFAULTS.lr_final
+    sched = None
+    if lr_final is not None:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_final + (1 - lr_final)
+                                                  * 0.5 * (1 + math.cos(math.pi * min(
+                                                      1.0, s / budget))))
+    reweight = make_penalty(penalty)
+    state = {"steps": 0, "objective": None}
+
+    def refresh() -> None:  # reweighted l1: c_i from the weights, each epoch of the first 85 %
+        if reweight.adaptive and state["steps"] % per_epoch == 0 \
+                and state["steps"] < 0.85 * budget:
+            set_l1_weights(opt, reweight)
+
+    def after_step() -> None:
+        state["steps"] += 1
+        if sched is not None:
+            sched.step()
+        refresh()
+
+    def on_epoch(step: int, loss_sum: float, samples: int) -> None:
+        if args.stop_tol <= 0:
+            return
+        with torch.no_grad():
+            objective = loss_sum / max(samples, 1) * n + sum(
+                lambdas[name] * float(m.weight.abs().sum()) for name, m in _layers(model))
+        last = state["objective"]
+        state["objective"] = objective
+        if last is not None and abs(last - objective) <= args.stop_tol * max(abs(last), 1e-30):
+            raise _Converged
+
+    refresh()
+    try:
+        train_steps(model, (X, y), opt, task=task, steps=budget, batch_size=args.batch_size,
+                    generator=torch.Generator().manual_seed(args.seed), after_step=after_step,
+                    on_epoch=on_epoch)
+    except _Converged:
+        pass
+    return state["steps"] / per_epoch, l1_weights(opt)
+
+
+def _layers(model):
+    from ..penalty import penalised_layers
+
+    return penalised_layers(model)

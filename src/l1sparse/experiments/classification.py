@@ -3,13 +3,9 @@
 The network is LeNet-300-100 (784-300-100-10, ReLU), trained on the summed cross-entropy with
 the ℓ1 term on the three weight matrices. The protocol is that of the regression experiments
 (:mod:`.regression`): train the dense network, follow a warm-started path of increasing λ from
-it, and start each selection (:func:`l1sparse.select.select_lambda`, ``warm`` mode: one
-continued mini-batch run whose λ is updated every ``epochs/10`` epochs from the
-characterisation, ending once ``epochs`` epochs are done and the target is met) at the path
-point just denser than its target. Starting instead from the random initialisation with the
-selector's own first λ (the l*-th largest gradient at the initial weights) overshoots: on the
-full 60,000 images the first training piece leaves far fewer nonzeros than asked, and weights
-cut off that way do not come back (``start="init"`` keeps that protocol for comparison).
+it, and start each selection (plain ℓ1 on the scheduler, :func:`.common.select_l1`: one
+mini-batch run of ``epochs`` epochs whose λ is steered as it goes) at the path point just
+denser than its target (``start="init"``: from the random initialisation instead).
 
 Each table has two kinds of rows (``methods``): ``"paper"``, the protocol above with plain ℓ1
 (what the paper describes), and ``"default"``, :func:`l1sparse.select.fit_sparse` with the
@@ -43,12 +39,10 @@ from ..models import mlp
 from ..scheduler import live_units
 from ..select import (
     SelectionResult,
-    TrainingSolver,
     fit_sparse,
     make_target,
     network_warnings,
     resolve_steps,
-    select_lambda,
 )
 from ..sparsity import sparsity
 from ..train import batches_per_epoch
@@ -62,6 +56,8 @@ from .common import (
     path_start,
     path_start_per_layer,
     progress_logger,
+    select_l1,
+    train_dense,
     selection_columns,
     subsample,
 )
@@ -114,10 +110,7 @@ class ClassificationConfig:
     lr: float = 2e-3
     batch_size: int | None = 128
     epochs: int = 20
-    mode: str = "warm"
-    max_outer: int = 40
     lr_final: float = 0.05
-    grad_samples: int | None = None  # steer λ with the gradient on a random subset this big
     start: str = "path"  # "path": from the dense net along a λ path; "init": random init
     path_start: float = 1e-3  # first λ of the path, relative to max |∂L/∂w| (dense weights)
     path_factor: float = 2.0
@@ -153,7 +146,7 @@ class ClassificationConfig:
         # targets ask fc1 for 90 % (quick, on 10,000 images: 95 %).
         return cls(dataset=dataset, data_dir=data_dir, download=download, n_train=None,
                    targets=(0.9, 0.95, 0.98, 0.99), layer_targets=(0.9, 0.9, 0.7), epochs=20,
-                   grad_samples=10000, seed=seed)
+                   seed=seed)
 
 
 @dataclass
@@ -177,13 +170,6 @@ def load_classification_data(cfg: ClassificationConfig) -> Dataset:
         data = load_mnist_format(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download)
     X, y = subsample(data.X_train, data.y_train, cfg.n_train, cfg.seed)
     return Dataset(X, y, data.X_test, data.y_test, task="classification", name=data.name)
-
-
-def _solver(cfg: ClassificationConfig, model: nn.Module, data: Dataset) -> TrainingSolver:
-    return TrainingSolver(model, data.X_train, data.y_train, task="classification",
-                          optimizer=cfg.optimizer, lr=cfg.lr, batch_size=cfg.batch_size,
-                          seed=cfg.seed, schedule_epochs=cfg.epochs, lr_final=cfg.lr_final,
-                          grad_samples=cfg.grad_samples)
 
 
 def _evaluate(model: nn.Module, data: Dataset) -> dict:
@@ -231,18 +217,14 @@ def _describe_paper(cfg: ClassificationConfig) -> str:
                  f"×{cfg.path_factor:g}, {cfg.path_epochs} epoch(s) per point at constant lr; "
                  "each selection starts at the path point just denser than its target.")
     else:
-        start = ("Each selection starts from the random initialisation with the selector's "
-                 "own first λ.")
+        start = "Each selection starts from the random initialisation."
+
     return (f"Plain-ℓ1 rows (the paper's protocol): proximal {cfg.optimizer} (ProxAdam) lr "
             f"{cfg.lr:g}, {batch}, cosine decay to {cfg.lr_final:g}·lr over {cfg.epochs} "
-            f"epochs. Dense: {cfg.epochs} epochs at λ = 0. " + start + " Selection: "
-            f"`select_lambda`, mode `{cfg.mode}`, at least {cfg.epochs} epochs (the 'epochs' "
-            f"column; the dense training and the path come on top), λ updated every "
-            f"{cfg.epochs / 10:g} epoch(s) from the characterisation, at most {cfg.max_outer} "
-            "outer iterations"
-            + ("" if cfg.grad_samples is None else
-               f", λ steered by the gradient on a fixed random subset of {cfg.grad_samples} "
-               "training samples (scaled to the full sum)") + ".")
+            f"epochs. Dense: {cfg.epochs} epochs at λ = 0. " + start + " Selection: plain ℓ1 "
+            f"on the SparsityScheduler (`fit_sparse`, penalty l1), one run of {cfg.epochs} "
+            "epochs (the 'epochs' column; the dense training and the path come on top), λ "
+            "steered as it goes.")
 
 
 def _describe_default(cfg: ClassificationConfig, data: Dataset) -> str:
@@ -291,7 +273,9 @@ def run_classification(
     first = names[0]
     width = dict(dense.named_modules())[first].weight.shape[0]
     zero = {n: 0.0 for n in names}
-    _solver(cfg, dense, data).solve(zero, cfg.epochs)
+    train_dense(dense, data.X_train, data.y_train, task="classification", epochs=cfg.epochs,
+                optimizer=cfg.optimizer, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
+                lr_final=cfg.lr_final)
     dense_metrics = _evaluate(dense, data)
     result.dense_test_accuracy = dense_metrics["test_accuracy"]
     result.seconds["dense"] = time.perf_counter() - t0
@@ -343,9 +327,10 @@ def run_classification(
         if method == "paper":
             net, lam0 = start(lam_targets)
             target = make_target(net, **target_kw)
-            sel = select_lambda(_solver(cfg, net, data), target, mode=cfg.mode,
-                                epochs=cfg.epochs, max_outer=cfg.max_outer, lam_init=lam0,
-                                callback=progress_logger(prefix, None))
+            sel = select_l1(net, data.X_train, data.y_train, task="classification",
+                            target=target, epochs=cfg.epochs, optimizer=cfg.optimizer,
+                            lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed,
+                            lr_final=cfg.lr_final, callback=progress_logger(prefix, None))
             metrics = _evaluate(net, data)
             warnings = network_warnings(net, data.X_train, data.y_train, task="classification",
                                         train_metric=metrics["train_accuracy"])

@@ -21,7 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..select import OuterRecord, SelectionResult, TrainingSolver
+from ..characterize import characterize
+from ..config import DEFAULTS
+from ..select import OuterRecord, SelectionResult
+from ..sparsity import nnz_per_layer
 
 __all__ = [
     "METHOD_WORDS",
@@ -150,7 +153,7 @@ class Run:
 
     ``label`` names it in figures ("90 % zeros", "dense", "per layer"); ``selection`` is
     ``None`` for the dense reference. ``method`` is how it was selected: ``"paper"`` (the
-    paper's protocol with plain ℓ1: :func:`l1sparse.select.select_lambda` from the dense side)
+    paper's plain ℓ1, selected on the scheduler from the dense side, :func:`select_l1`)
     or ``"default"`` (:func:`l1sparse.select.fit_sparse` with the defaults of ``l1sparse fit``).
     """
 
@@ -228,19 +231,29 @@ def lambda_path(
     if not (lam_start > 0 and factor > 1 and epochs >= 1):
         raise ValueError("lambda_path needs lam_start > 0, factor > 1 and epochs >= 1; got "
                          f"lam_start={lam_start}, factor={factor}, epochs={epochs}.")
-    solver = TrainingSolver(model, X, y, task=task, optimizer=optimizer, lr=lr,
-                            batch_size=batch_size, seed=seed)
-    names = solver.layer_names()
+    from ..penalty import lambda_per_sample, layer_names, set_group_l1
+    from ..train import batches_per_epoch, make_optimizer, train_steps
+
+    names = layer_names(model)
+    n = X.shape[0]
+    # one optimizer and one batch order along the whole path: each point continues the last
+    opt = make_optimizer(model, optimizer, lr=lr, lambdas={k: 0.0 for k in names},
+                         n_samples=n, momentum=DEFAULTS.momentum_for(batch_size=batch_size))
+    generator = torch.Generator().manual_seed(seed)
+    per_epoch = batches_per_epoch(n, batch_size)
     totals = {name: m.weight.numel() for name, m in model.named_modules() if name in names}
     points: list[PathPoint] = []
     lam = lam_start
+    step = 0
     for _ in range(max_points):
         t0 = time.perf_counter()
-        lambdas = {n: lam for n in names}
-        solver.solve(lambdas, epochs)
-        report = solver.characterize(lambdas)
+        lambdas = {k: lam for k in names}
+        set_group_l1(opt, {k: lambda_per_sample(v, n) for k, v in lambdas.items()})
+        step = train_steps(model, (X, y), opt, task=task, steps=step + epochs * per_epoch,
+                           start_step=step, batch_size=batch_size, generator=generator)
         model.eval()
-        point = PathPoint(lam=lam, nnz=solver.nnz(), total=totals, loss=report.loss,
+        report = characterize(model, X, y, task=task, lambdas=lambdas)
+        point = PathPoint(lam=lam, nnz=nnz_per_layer(model), total=totals, loss=report.loss,
                           metric=evaluate(model) if evaluate is not None else None,
                           seconds=time.perf_counter() - t0,
                           state=copy.deepcopy(model.state_dict()) if keep_states else None)
@@ -290,6 +303,57 @@ def path_start_per_layer(points: Sequence[PathPoint], targets: dict[str, float]
         indices.append(-1 if index is None else index)
     start = min(indices)
     return lams, None if start < 0 else start
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_dense(model: nn.Module, X: Tensor, y: Tensor, *, task: str, epochs: int,
+                optimizer: str, lr: float, batch_size: int | None, seed: int,
+                lr_final: float) -> None:
+    """The dense reference: ``epochs`` epochs at λ = 0 with the library's loop, the learning
+    rate decayed by a cosine to ``lr · lr_final``."""
+    from ..penalty import layer_names
+    from ..train import batches_per_epoch, make_optimizer, train_steps
+
+    n = X.shape[0]
+    budget = max(1, epochs * batches_per_epoch(n, batch_size))
+    opt = make_optimizer(model, optimizer, lr=lr, lambdas={k: 0.0 for k in layer_names(model)},
+                         n_samples=n, momentum=DEFAULTS.momentum_for(batch_size=batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_final + (1 - lr_final) * 0.5 * (1 + math.cos(math.pi * min(
+            1.0, s / budget))))
+    train_steps(model, (X, y), opt, task=task, steps=budget, batch_size=batch_size,
+                generator=torch.Generator().manual_seed(seed), after_step=sched.step)
+
+
+def select_l1(model: nn.Module, X: Tensor, y: Tensor, *, task: str, target, epochs: int,
+              optimizer: str, lr: float, batch_size: int | None, seed: int, lr_final: float,
+              callback=None) -> SelectionResult:
+    """The paper's plain-ℓ1 rows: ``model`` (the dense side of the λ path) trained to
+    ``target`` by :func:`l1sparse.select.fit_sparse` with ``penalty="l1"``: one run of
+    ``epochs`` epochs on the :class:`~l1sparse.scheduler.SparsityScheduler`."""
+    from ..select import fit_sparse
+
+    return fit_sparse(model, X, y, task=task, target=target, epochs=epochs,
+                      optimizer=optimizer, lr=lr, batch_size=batch_size, penalty="l1",
+                      seed=seed, lr_final=lr_final, callback=callback)
+
+
+def select_retrain(model: nn.Module, X: Tensor, y: Tensor, *, task: str, target, epochs: int,
+                   optimizer: str, lr: float, batch_size: int | None, seed: int,
+                   lr_final: float, max_trainings: int, callback=None) -> SelectionResult:
+    """Plain-ℓ1 rows by the retrain scheme: full trainings of ``epochs`` epochs from the
+    weights ``model`` has on entry, the next λ by the sorted-gradient rule
+    (:func:`l1sparse.retrain.retrain_select`, ``rule="sorted"``), each trained to its budget."""
+    from ..retrain import retrain_select
+
+    return retrain_select(model, X, y, task=task, target=target, rule="sorted",
+                          epochs_per_training=epochs, batch_size=batch_size, lr=lr,
+                          optimizer=optimizer, momentum=DEFAULTS.momentum_for(
+                              batch_size=batch_size), lr_final=lr_final, seed=seed,
+                          max_trainings=max_trainings, stop_on_entry=False,
+                          callback=callback).to_selection()
 
 
 # --------------------------------------------------------------------------- helpers

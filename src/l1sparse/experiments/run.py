@@ -93,6 +93,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--paper", action="store_true",
+                   help="the paper's own four experiments instead (Mackey-Glass mg and the "
+                        "CNN, one lambda and per layer): its rule, our default and GMP from "
+                        "the same initial weights (l1sparse.experiments.paper); --only, "
+                        "--dataset and --download do not apply")
     p.add_argument("--quick", action="store_true",
                    help="the small variant (about a minute or two on one CPU thread)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -176,6 +181,9 @@ def run_reproduce(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         if not quiet:
             print(line, file=sys.stderr, flush=True)
+
+    if getattr(args, "paper", False):
+        return _run_paper(args, say)
 
     if importlib.util.find_spec("matplotlib") is None:
         print("l1sparse: error: reproduce draws its figures with matplotlib, which is not "
@@ -263,3 +271,24 @@ def run_reproduce(args: argparse.Namespace) -> int:
     say(f"\n{len(records) - len(missed)}/{len(records)} targets met; "
         f"{seconds['total']:.1f}s; report in {out / 'report.md'}")
     return EXIT_NOT_MET if missed else EXIT_OK
+
+
+def _run_paper(args: argparse.Namespace, say) -> int:
+    """``reproduce --paper [--quick]``: :func:`l1sparse.experiments.paper.run_paper`; 0 when
+    every row's count meets its target, 3 otherwise (the tables say which)."""
+    from .paper import run_paper
+
+    tier = "quick" if args.quick else "full"
+    machine = (f"{platform.machine()}, {platform.processor() or 'cpu'}, torch "
+               f"{torch.__version__}, {torch.get_num_threads()} thread(s)")
+    say(f"reproduce --paper ({tier}): output {args.out}")
+    t0 = time.perf_counter()
+    records = run_paper(tier, args.out, seed=args.seed, machine=machine)
+    for r in records:
+        say(f"{r['case']:<11} {r['method']:<8} nnz {r['nnz_total']:>7} "
+            f"{'met' if r['met'] else 'NOT met'}, {r['trainings']} training(s), "
+            f"{r['epochs']:g} epochs, test {r['metric_name']} {r['test_metric']:.4g}, "
+            f"{r['seconds']:.1f}s")
+    say(f"reproduce --paper: {time.perf_counter() - t0:.0f}s; tables in "
+        f"{Path(args.out) / 'paper.md'}")
+    return EXIT_OK if all(r["met"] for r in records) else EXIT_NOT_MET
