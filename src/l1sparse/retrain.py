@@ -204,6 +204,7 @@ def retrain_select(
     grad_batch_size: int = 8192,
     checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
+    device: str | torch.device | None = None,
 ) -> RetrainResult:
     """Choose λ (or every λ_k) by full trainings from the same initial weights.
 
@@ -266,6 +267,8 @@ def retrain_select(
         A dict from ``checkpoint``: the trainings it records are replayed without training
         (the rules are deterministic given the counts and the last γ), then the selection goes
         on exactly as an uninterrupted one would.
+    device : str or torch.device, optional
+        Where the model and all data live for the whole selection.
 
     Returns
     -------
@@ -319,6 +322,11 @@ def retrain_select(
         raise ValueError(f"The 'start' parameter must be (large, small) per-sample λ with "
                          f"large > small > 0. Got {start!r}.")
 
+    if device is not None:
+        model.to(device)
+        X, y = X.to(device), y.to(device)
+        if eval_data is not None:
+            eval_data = (eval_data[0].to(device), eval_data[1].to(device))
     n = X.shape[0]
     per_epoch = batches_per_epoch(n, batch_size)
     budget = max(1, round(float(epochs_per_training) * per_epoch))

@@ -394,9 +394,6 @@ def fit_sparse(
         if penalty != "l1":
             raise ValueError(f"mode={mode!r} retrains with plain l1: give penalty='l1' (or "
                              "'auto').")
-        if device is not None:
-            model.to(device)
-            X, y = X.to(device), y.to(device)
         if epochs is None:
             epochs = DEFAULTS.full_batch_epochs if batch_size is None else DEFAULT_EPOCHS
         if mode == "paper" and momentum_given is None:
@@ -408,7 +405,7 @@ def fit_sparse(
             model, X, y, task=task, target=target, rule="paper" if mode == "paper" else "sorted",
             epochs_per_training=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
             momentum=momentum, lr_final=lr_final if cosine else None, seed=seed,
-            callback=callback, shard=shard, **scheduler_kwargs).to_selection()
+            callback=callback, shard=shard, device=device, **scheduler_kwargs).to_selection()
 
     # held-out data (docs/design.md §5.3): a split of small data; a budget chosen on it
     from .holdout import (AUTO, HeldOut, check_validation_data, check_validation_fraction,
