@@ -18,9 +18,28 @@ Rows:
 - the same for SGD with momentum 0.9 (``fit_sparse``'s default optimizer);
 - for scale: one whole training step (forward, backward, proximal step) at batch 128.
 
+**The cost of a sparse training** (issue 25, :func:`run_costs`): whole runs of the same
+batches, one thread, on the 64-32 MLP (digits), LeNet-300-100 (Fashion-MNIST) and the small
+ResNet and ViT of ``compare.py --size cpu``, timed in interleaved rounds:
+
+- ``torch SGD``: a bare loop (forward, mean cross-entropy, backward,
+  ``torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)`` at its defaults, one group), the
+  denominator of every ratio;
+- ``ProxSGD + scheduler``: the same loop with ``ProxSGD(param_groups(model))`` and a
+  ``SparsityScheduler`` (zero fraction 0.9, reweighted ℓ1) riding on its step hook;
+- ``SGD + scheduler``: the same loop with torch's SGD and ``SparsityScheduler(model=...)``
+  (the proximal step on the step hook);
+- ``fit_sparse``: ``fit_sparse(model, X, y, steps=T, zero_fraction=0.9)``, the library's own
+  loop (``train_steps``, cosine decay, the scheduler, the network checks at the end);
+- on the ViT also ``torch Adam`` and ``ProxAdam + scheduler``.
+
+The ratio reported is the median over rounds of (loop time / bare loop time of the same
+round), in CPU time (``time.process_time``; the machine is shared) and in wall time.
+
 Usage::
 
     python benchmarks/step_bench.py --threads 1 --write
+    python benchmarks/step_bench.py --cost-only --cost-rounds 5   # only the run costs
 """
 
 from __future__ import annotations
@@ -34,9 +53,11 @@ import time
 
 import torch
 
-from l1sparse.models import mlp
+from l1sparse.models import mlp, resnet_small, vit_small
 from l1sparse.penalty import param_groups
 from l1sparse.prox import ProxAdam, ProxSGD
+from l1sparse.scheduler import SparsityScheduler
+from l1sparse.select import fit_sparse
 
 from _machine import machine_description  # noqa: E402 - run as a script from benchmarks/
 
@@ -169,6 +190,155 @@ def scaling(seed: int, rounds: int, threads: int) -> str:
                      f"{med['eager'] / med['fused']:.2f}× | {med['compiled'] / med['fused']:.2f}× |")
     return "\n".join(lines)
 
+# --------------------------------------------------------------------------- run costs
+
+
+def _cost_setups(which: list[str]):
+    """name -> (model factory, X, y, steps timed, scheduler run length, description)."""
+    out = {}
+    if "mlp64" in which:
+        import sklearn.datasets
+
+        Xd, yd = sklearn.datasets.load_digits(return_X_y=True)
+        X = torch.tensor((Xd - Xd.mean(0)) / (Xd.std(0) + 1e-8), dtype=torch.float32)[:1347]
+        y = torch.tensor(yd, dtype=torch.int64)[:1347]
+        out["mlp64"] = (lambda: mlp(64, [64, 32], 10, seed=0), X, y, 3000, 3000,
+                        "64-32 MLP, digits (1,347 samples), 3,000 steps (fit_sparse's default "
+                        "budget there)")
+    if any(k in which for k in ("lenet", "resnet", "vit")):
+        from l1sparse.data import load_dataset
+
+        ds = load_dataset("fashion-mnist", task="classification")
+        keep = torch.randperm(ds.X_train.shape[0], generator=torch.Generator().manual_seed(1234))
+        if "lenet" in which:
+            out["lenet"] = (lambda: mlp(784, [300, 100], 10, seed=0), ds.X_train, ds.y_train,
+                            469, 4690, "LeNet-300-100, Fashion-MNIST (60,000), the first 469 "
+                            "steps (one epoch) of a 4,690-step (10-epoch) schedule")
+        sub = keep[:6000]
+        if "resnet" in which:
+            out["resnet"] = (lambda: resnet_small(width=8, seed=0), ds.X_train[sub],
+                             ds.y_train[sub], 47, 47, "ResNet (width 8, 43,656 weights), "
+                             "6,000 Fashion-MNIST images, one epoch (47 steps) as a whole run")
+        if "vit" in which:
+            out["vit"] = (lambda: vit_small(dim=32, depth=2, heads=4, mlp_dim=64, seed=0),
+                          ds.X_train[sub], ds.y_train[sub], 94, 94, "ViT (dim 32, depth 2, "
+                          "17,216 weights), 6,000 Fashion-MNIST images, two epochs (94 steps) "
+                          "as a whole run")
+    return out
+
+
+def _batches(n: int, steps: int, seed: int = 0) -> list[torch.Tensor]:
+    """The index batches of ``steps`` steps at batch 128: a fresh permutation per epoch."""
+    g = torch.Generator().manual_seed(seed)
+    out: list[torch.Tensor] = []
+    while len(out) < steps:
+        order = torch.randperm(n, generator=g)
+        out += list(order.split(128))
+    return out[:steps]
+
+
+def _loop(kind: str, factory, X, y, steps: int, run_len: int) -> None:
+    """One timed run of ``steps`` steps of the given kind (see the module docstring)."""
+    net = factory()
+    if kind == "fit_sparse":
+        check = max(1, min(10, run_len // 300))
+        fit_sparse(net, X, y, task="classification", zero_fraction=0.9, steps=steps, seed=0,
+                   validation_fraction=0, check_every=check)
+        return
+    if kind == "torch SGD":
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    elif kind == "torch Adam":
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    elif kind == "ProxSGD + scheduler":
+        opt = ProxSGD(param_groups(net), lr=0.1, momentum=0.9)
+    elif kind == "ProxAdam + scheduler":
+        opt = ProxAdam(param_groups(net), lr=1e-3)
+    elif kind == "SGD + scheduler":
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    else:
+        raise ValueError(kind)
+    if "scheduler" in kind:
+        SparsityScheduler(opt, model=None if kind.startswith("Prox") else net,
+                          zero_fraction=0.9, total_steps=run_len, n_samples=X.shape[0])
+    for idx in _batches(X.shape[0], steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(X[idx]), y[idx]).backward()
+        opt.step()
+
+
+def run_costs(which: list[str], rounds: int, log=print) -> tuple[str, dict]:
+    """The cost table: per setup and loop, the median over rounds of the time ratio to the
+    bare ``torch SGD`` loop of the same round (CPU and wall)."""
+    import warnings
+
+    setups = _cost_setups(which)
+    lines = ["| model | loop | median CPU s | × torch SGD (CPU) | × torch SGD (wall) | "
+             "IQR of the CPU ratio |", "|---|---|---:|---:|---:|---|"]
+    results, notes = {}, []
+    for name, (factory, X, y, steps, run_len, desc) in setups.items():
+        kinds = ["torch SGD", "ProxSGD + scheduler", "SGD + scheduler", "fit_sparse"]
+        if name == "vit":
+            kinds += ["torch Adam", "ProxAdam + scheduler"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the ViT's pos_embedding notice
+            _loop("ProxSGD + scheduler", factory, X, y, min(steps, 5), run_len)  # warm-up
+            cpu: dict[str, list[float]] = {k: [] for k in kinds}
+            wall: dict[str, list[float]] = {k: [] for k in kinds}
+            for r in range(rounds):
+                for k in kinds:
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    _loop(k, factory, X, y, steps, run_len)
+                    cpu[k].append(time.process_time() - c0)
+                    wall[k].append(time.perf_counter() - w0)
+                log(f"{name} round {r + 1}/{rounds}: " + ", ".join(
+                    f"{k} {cpu[k][-1]:.2f}s" for k in kinds))
+        base = "torch SGD"
+        for k in kinds:
+            ref = "torch Adam" if "Adam" in k else base
+            rc = [a / b for a, b in zip(cpu[k], cpu[ref])]
+            rw = [a / b for a, b in zip(wall[k], wall[ref])]
+            q = statistics.quantiles(rc, n=4) if len(rc) >= 2 else [rc[0]] * 3
+            results[(name, k)] = (statistics.median(rc), statistics.median(rw))
+            label = k if ref == base else f"{k} (over torch Adam)"
+            lines.append(f"| {name} | {label} | {statistics.median(cpu[k]):.2f} | "
+                         f"{statistics.median(rc):.2f} | {statistics.median(rw):.2f} | "
+                         f"{q[0]:.2f}–{q[2]:.2f} |")
+        notes.append(f"- **{name}**: {desc}.")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes), results
+
+
+
+COST_HEADING = "## The cost of a sparse training (issue 25)"
+
+
+def cost_section(table: str, args, load0: float) -> str:
+    """The markdown section of the run costs, with the command and the machine."""
+    machine = machine_description(args.threads)
+    if hasattr(os, "getloadavg"):
+        machine["load average (1 min) at start / end"] = (f"{load0:.2f} / "
+                                                          f"{os.getloadavg()[0]:.2f}")
+    mlines = "\n".join(f"- {k}: {v}" for k, v in machine.items())
+    return f"""{COST_HEADING}
+
+Generated by `python benchmarks/step_bench.py --cost-only --cost-rounds {args.cost_rounds} \
+--cost-models {args.cost_models} --threads {args.threads} --write` (or the full run).
+
+Whole runs on the same batches (batch 128, a fresh permutation per epoch), interleaved over
+{args.cost_rounds} rounds; each ratio is the median over rounds of the loop's time over the bare
+`torch.optim.SGD(lr=0.1, momentum=0.9)` loop of the same round (the ProxAdam row: over
+`torch.optim.Adam`). The SparsityScheduler targets 90 % zeros with its defaults (reweighted
+ℓ1, counting every `check_every` = max(1, min(10, run length // 300)) steps). `fit_sparse` runs
+its whole procedure for the same steps (its loop, cosine decay, scheduler, and the network
+checks at the end), with its own batch order from the same seed; its one-off costs (the data
+checks, and after training one forward pass over all the training data) do not grow with the
+run, so they weigh most in the short runs here. The issue's budget: ≤ 1.25×.
+
+{table}
+
+Machine:
+
+{mlines}
+"""
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -178,11 +348,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", action="store_true", help="write --out")
     parser.add_argument("--out", default=os.path.join(HERE, "STEP_RESULTS.md"))
+    parser.add_argument("--cost-only", action="store_true",
+                        help="only the cost of whole runs (issue 25); --write then replaces "
+                             "that section of --out and keeps the rest")
+    parser.add_argument("--cost-rounds", type=int, default=5, help="interleaved rounds (5)")
+    parser.add_argument("--cost-models", default="mlp64,lenet,resnet,vit")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.rounds < 1 or args.block < 1:
         parser.error("--threads, --rounds and --block must be positive integers.")
     torch.set_num_threads(args.threads)
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    which = args.cost_models.split(",")
+    if args.cost_only:
+        table, _ = run_costs(which, args.cost_rounds)
+        print(table)
+        if args.write:
+            section = cost_section(table, args, load0)
+            old = open(args.out, encoding="utf-8").read() if os.path.exists(args.out) else ""
+            head = old.split(COST_HEADING)[0].rstrip() if old else ""
+            with open(args.out, "w", encoding="utf-8") as f:
+                f.write((head + "\n\n" if head else "") + section)
+            print(f"wrote {args.out}", file=sys.stderr)
+        return 0
 
     opts = build(args.seed)
     fns = {name: opt.step for name, (opt, _) in opts.items()}
@@ -241,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                f"{share_s:.1%} of a ProxSGD training step; extra over `torch.optim.SGD("
                f"momentum=0.9, foreach=True)` = {extra_s:.1%}.")
     print("\n" + summary)
+    cost_table, _ = run_costs(which, args.cost_rounds)
+    print("\n" + cost_table)
 
     if args.write:
         machine = machine_description(args.threads)
@@ -280,7 +469,8 @@ interleaved rounds. The compiled step pays a fixed call overhead (argument check
 compiled function) and then one pass over the tensors, as the fused kernel does.
 
 {scale_table}
-"""
+
+{cost_section(cost_table, args, load0)}"""
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text)
         print(f"wrote {args.out}", file=sys.stderr)
