@@ -591,6 +591,7 @@ minus the default's, × 100, so positive is better for the default).
 ## Targets (issue 12), for the default
 
 {fmt_targets(agg, sets)}
+
 {meta.get('notes', '')}
 """
     with open(path, "w", encoding="utf-8") as f:
