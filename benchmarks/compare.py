@@ -28,8 +28,8 @@ size (ResNet 271k, ViT 247k weights, all 60,000 images), ``cpu`` a smaller one f
 machine, ``quick`` (with ``--quick``) a tiny one that only shows the pipeline works. Models are
 evaluated in ``eval()`` mode (BatchNorm running statistics) without gradients.
 
-Budgets: Fashion-MNIST 10 epochs for every method (the architectures: :data:`SIZES`). Elsewhere ``fit_sparse``'s default budget
-(20 epochs but at least 3,000 optimizer steps, :func:`l1sparse.select.resolve_steps`) given as
+Budgets: Fashion-MNIST 10 epochs for every method (the architectures: :data:`SIZES`).
+Elsewhere ``fit_sparse``'s default budget (20 epochs but at least 3,000 optimizer steps, :func:`l1sparse.select.resolve_steps`) given as
 ``steps``; GMP, prune + fine-tune, the dense floor and each training of retrain mode get
 E = round(steps / batches per epoch) epochs.
 
@@ -531,8 +531,8 @@ magnitude pruning (cubic schedule to the target over the first 70 % of the run, 
 every 100 steps); `torch-ao` = `torch.ao.pruning`'s `WeightNormSparsifier` (unstructured, 4-D
 kernels ranked through an (out, −1) view) on its `CubicSL` schedule over the same window and
 mask-update frequency as `gmp`, but **uniform per tensor** (every tensor at the target
-fraction) where `gmp` is global; `prune-ft` = dense training for E − F epochs, global magnitude pruning, then F
-= max(1, round(E/5)) epochs of fine-tuning with the mask kept (Adam, lr 1e-3), E epochs in
+fraction) where `gmp` is global; `prune-ft` = dense training for E − F epochs, global magnitude
+pruning, then F = max(1, round(E/5)) epochs of fine-tuning with the mask kept (Adam, lr 1e-3), E epochs in
 all; `dense` = one dense training of the same number of steps (λ = 0) in `fit_sparse`'s own
 loop (`train_steps`, the same proximal optimizer at l1 = 0 and a cosine decay, no
 SparsityScheduler), the floor. Optimizer everywhere: SGD, momentum 0.9, lr 0.1, cosine decay to

@@ -224,7 +224,8 @@ def torch_ao_pruning(
     try:
         train_steps(model, (X, y), opt, task=task, steps=total_steps,
                     batch_size=None if bs >= n else bs,
-                    generator=torch.Generator().manual_seed(seed), after_step=after_step, on_epoch=lambda *_: decay.step())
+                    generator=torch.Generator().manual_seed(seed), after_step=after_step,
+                    on_epoch=lambda *_: decay.step())
     except DivergenceError as exc:
         raise DivergenceError(f"torch.ao.pruning: {exc}") from None
     finally:
