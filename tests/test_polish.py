@@ -61,3 +61,49 @@ def test_polish_weighted_penalty_and_bad_input():
         polish(net, X, y, task="regression", lambdas=lam, max_iter=0)
     with pytest.raises(ValueError, match=r"The 'lambdas' mapping has no value for the layers"):
         polish(net, X, y, task="regression", lambdas={"fc1": 1.0})
+
+
+def test_polish_to_target_rechooses_lambda_until_the_count_is_met():
+    """The count of the stationary point at half the training's λ is reachable; starting from
+    the training's λ, the polish must find a λ whose polished network has it, and certify it."""
+    import copy
+
+    from l1sparse.polish import polish_to_target
+    from l1sparse.sparsity import nnz_per_layer
+    from l1sparse.targets import make_target
+
+    net, X, y, lam = _trained("tanh")
+    at_lam = copy.deepcopy(net)
+    first = polish(at_lam, X, y, task="regression", lambdas=lam)
+    probe = copy.deepcopy(net)
+    polish(probe, X, y, task="regression", lambdas={k: v / 2 for k, v in lam.items()})
+    k = sum(nnz_per_layer(probe).values())
+    tol = max(2, round(0.05 * k))
+    assert abs(first.nnz_after - k) > tol  # the training's own λ does not give it
+    target = make_target(net, nnz=k, tol=tol)
+    sel = polish_to_target(net, X, y, task="regression", target=target, lambdas=lam)
+    assert sel.met and sel.solves >= 2 and target.met(nnz_per_layer(net))
+    assert sel.nnz == nnz_per_layer(net)
+    assert sel.history[0]["scale"] == 1.0 and sel.history[0]["nnz"] == first.nnz_after
+    assert sel.lambdas["fc1"] < lam["fc1"]  # more nonzeros asked: λ went down
+    st = stationarity(net, X, y, task="regression", lambdas=sel.lambdas)
+    assert st.nonzeros_ok >= 0.95 and st.zeros_ok >= 0.95  # the certificate holds
+    assert set(sel.as_dict()) >= {"lambdas", "met", "solves", "history", "converged"}
+
+
+def test_polish_to_target_reports_a_miss_and_refuses_bad_input():
+    from l1sparse.polish import polish_to_target
+    from l1sparse.targets import make_target
+
+    net, X, y, lam = _trained("tanh")
+    target = make_target(net, nnz=150, tol=0)
+    sel = polish_to_target(net, X, y, task="regression", target=target, lambdas=lam,
+                           max_solves=1)
+    assert not sel.met and sel.solves == 1 and len(sel.history) == 1
+    assert sel.counts_line().startswith("x1.0 -> ")
+    with pytest.raises(ValueError, match=r"The 'max_solves' parameter must be a positive"):
+        polish_to_target(net, X, y, task="regression", target=target, lambdas=lam,
+                         max_solves=0)
+    with pytest.raises(ValueError, match=r"The 'layers_required' parameter must be in \[1, 1\]"):
+        polish_to_target(net, X, y, task="regression", target=target, lambdas=lam,
+                         layers_required=2)

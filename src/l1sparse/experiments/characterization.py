@@ -141,7 +141,8 @@ def characterization_table(groups: Sequence[tuple[Sequence[Run], Tensor, Tensor,
     if polished:
         caption += (
             " Rows marked 'polished' are a copy of the network above them after one full-batch "
-            "L-BFGS-B solve of the split form w = w⁺ − w⁻ at the same λ_k (float64, "
-            "`l1sparse.polish`; its nnz may differ from the target's), which the smooth "
-            "activation makes possible; 'polish s' is its time.")
+            "solve at the same λ_k (float64, active-set L-BFGS-B on the weights' orthants, "
+            "`l1sparse.polish`; its nnz may differ from the target's: `fit --polish` "
+            "re-chooses λ to keep it), which the smooth activation makes possible; 'polish s' "
+            "is its time.")
     return Table("T5", "First-order conditions at the chosen λ", caption, T5_COLUMNS, rows)

@@ -90,8 +90,9 @@ class RegressionConfig:
     lr_final: float = 0.05  # cosine decay of the learning rate to lr·lr_final
     characterize_tol: float = 0.05
     # T5: also polish a copy of each selected network once at its λ (full batch). Off by
-    # default: on this 1-64-64-64-1 tanh network 5000 L-BFGS-B iterations (16-26 s each)
-    # did not reach stationarity (0-40 % of nonzeros ok), and it doubles the quick run.
+    # default: on this 1-64-64-64-1 tanh network 5000 iterations of the former split-form
+    # L-BFGS-B (16-26 s each) did not reach stationarity (0-40 % of nonzeros ok), and it
+    # doubles the quick run; not re-measured with the active-set polish.
     polish: bool = False
     seed: int = 0
 
