@@ -390,8 +390,9 @@ class ReweightedL1Penalty(L1Penalty):
         a = local(w).detach().abs().float()
         m = abs_sum(w) / w.numel() if is_dtensor(w) else a.mean()
         numerator = m if self._global_mean is None else self._global_mean.to(a.device)
-        c = numerator / (a + self.eps * m)
-        return like(torch.where(m > 0, c, torch.ones_like(c)), w)
+        # c = numerator / (a + eps·m) in place: one tensor of the weight's size, not four
+        c = torch.div(numerator, a.add_(self.eps * m), out=a)
+        return like(c.masked_fill_(m <= 0, 1.0), w)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(eps={self.eps:g}, refresh_every={self.refresh_every})"

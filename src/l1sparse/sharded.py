@@ -37,6 +37,7 @@ import json
 import math
 import os
 import struct
+import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
 
@@ -66,20 +67,26 @@ __all__ = [
     "full_state_dict",
 ]
 
-try:  # the DTensor API (torch >= 2.4); without it nothing here is ever sharded
-    from torch.distributed.tensor import DTensor, Replicate, Shard
+
+
+def _dtensor_type():
+    """``DTensor`` if its module is loaded: until something imports it (``fully_shard`` does),
+    no tensor can be one, and importing it here would cost every ``import l1sparse`` a second
+    or two."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
+def _shards() -> tuple[type, ...]:
+    from torch.distributed.tensor import Shard
     try:
         from torch.distributed.tensor.placement_types import _StridedShard
-        _SHARDS: tuple[type, ...] = (Shard, _StridedShard)
     except ImportError:  # pragma: no cover - older torch
-        _SHARDS = (Shard,)
-except ImportError:  # pragma: no cover - torch without torch.distributed.tensor
-    DTensor = None  # type: ignore[assignment,misc]
-    Replicate = None  # type: ignore[assignment,misc]
-    _SHARDS = ()
+        return (Shard,)
+    return (Shard, _StridedShard)
 
 _DIGIT_BITS = 12  # histogram rounds of 4,096 bins: six rounds cover a 64-bit key
-_CHUNK = 1 << 20  # entries turned into keys at a time (8 MiB of int64)
+_CHUNK = 1 << 16  # entries turned into keys at a time (512 KiB of int64)
 _SIGN = -(1 << 63)  # the int64 sign bit
 _LOW63 = (1 << 63) - 1
 
@@ -89,7 +96,8 @@ _LOW63 = (1 << 63) - 1
 
 def is_dtensor(t) -> bool:
     """Whether ``t`` is a :class:`~torch.distributed.tensor.DTensor` (a sharded parameter)."""
-    return DTensor is not None and isinstance(t, DTensor)
+    cls = _dtensor_type()
+    return cls is not None and isinstance(t, cls)
 
 
 def any_dtensor(tensors) -> bool:
@@ -105,7 +113,7 @@ def local(t: Tensor) -> Tensor:
 
 def _shard_dim(placement) -> int | None:
     """The tensor dimension a shard-like placement splits, ``None`` for ``Replicate``."""
-    return placement.dim if isinstance(placement, _SHARDS) else None
+    return placement.dim if isinstance(placement, _shards()) else None
 
 
 def check_placements(name: str, t: Tensor) -> None:
@@ -120,7 +128,7 @@ def check_placements(name: str, t: Tensor) -> None:
     if not is_dtensor(t):
         return
     for placement in t.placements:
-        if not (isinstance(placement, _SHARDS) or isinstance(placement, Replicate)):
+        if _shard_dim(placement) is None and not placement.is_replicate():
             raise ValueError(f"The parameter {name!r} has placement {placement!r} on its device "
                              f"mesh; the sparsity scheduler counts Shard and Replicate "
                              f"placements only (redistribute it, or leave it out with exclude=).")
@@ -191,7 +199,7 @@ def like(t: Tensor, like_this: Tensor) -> Tensor:
     ``torch.distributed.checkpoint``); ``t`` itself when ``like_this`` is a plain tensor."""
     if not is_dtensor(like_this):
         return t
-    return DTensor.from_local(t, like_this.device_mesh, like_this.placements,
+    return _dtensor_type().from_local(t, like_this.device_mesh, like_this.placements,
                               run_check=False, shape=like_this.shape, stride=like_this.stride())
 
 
@@ -383,18 +391,19 @@ def exact_threshold(parts: Sequence[Tensor], k: int) -> float:
 # --------------------------------------------------------------------------- the scheduler's uses
 
 
-def _weight_of(c: Tensor | None, like: Tensor):
-    return 1 if c is None else local(c)
+def _ratio(x: Tensor, c: Tensor | None) -> Tensor:
+    """``|x| / c`` on the local shards, one new tensor (``c`` None: all ones)."""
+    r = local(x).detach().abs()
+    return r if c is None else r.div_(local(c))
 
 
 def local_scores(params: Sequence[Tensor], weights: Sequence[Tensor | None]) -> list[Tensor]:
     """``|∂L/∂w_i| / c_i`` (float32, flattened) of the local shards this rank counts."""
     parts = []
     for p, c in zip(params, weights):
-        if not contributes(p):
-            continue
-        g = local(p.grad).detach().abs().flatten().float()
-        parts.append(g if c is None else g / local(c).flatten().float())
+        if contributes(p):
+            g = local(p.grad).detach().abs().flatten().float()
+            parts.append(g if c is None else g.div_(local(c).flatten().float()))
     return parts
 
 
@@ -407,13 +416,15 @@ def drop_smallest(params: Sequence[Tensor], weights: Sequence[Tensor | None],
     parts = []
     for p, c in zip(params, weights):
         if contributes(p):
-            s = (local(p).abs() / _weight_of(c, p)).flatten()
-            parts.append(torch.where(s > 0, s, torch.full_like(s, -1.0)))
+            r = _ratio(p, c).flatten()
+            parts.append(r.masked_fill_(r <= 0, -1.0))  # zeros are not candidates
     thr = exact_threshold(parts, goal)
+    del parts
     removed = 0
     for p, c in zip(params, weights):
         w = local(p)
-        drop = (w != 0) & ((w.abs() / _weight_of(c, p)) <= thr)
+        drop = _ratio(p, c) <= thr
+        drop &= w != 0
         if contributes(p):
             removed += int(drop.sum())
         w.masked_fill_(drop, 0.0)
@@ -429,14 +440,14 @@ def let_in_largest(params: Sequence[Tensor], weights: Sequence[Tensor | None], n
     parts = []
     for p, c in zip(params, weights):
         if contributes(p):
-            w, g = local(p), local(p.grad)
-            parts.append(torch.where(w == 0, g.abs() / _weight_of(c, p),
-                                     torch.full_like(w, -1.0)).flatten())
+            parts.append(_ratio(p.grad, c).masked_fill_(local(p) != 0, -1.0).flatten())
     thr = exact_threshold(parts, n)
+    del parts
     revived = 0
     for p, c in zip(params, weights):
         w, g = local(p), local(p.grad)
-        enter = (w == 0) & ((g.abs() / _weight_of(c, p)) > thr)
+        enter = _ratio(p.grad, c) > thr
+        enter &= w == 0
         if contributes(p):
             revived += int(enter.sum())
         w.copy_(torch.where(enter, -lr * g, w))
