@@ -29,6 +29,13 @@ rounds give the exact value, the same as sorting the concatenation of all shards
 
 ``Partial`` placements (pending reductions) and meshes that do not span the world cannot be
 counted this way and raise a ``ValueError`` naming the parameter and the placement.
+
+**Checkpoints.** :func:`save_checkpoint` / :func:`load_checkpoint` write and read model,
+optimizer (momentum, Adam moments and the penalty weights ``c_i``, all sharded) and scheduler
+state with ``torch.distributed.checkpoint``, each rank its own shards; DCP reshards on load,
+so a run may resume on another number of ranks. :func:`full_state_dict` gathers the weights to
+rank 0 for :func:`~l1sparse.export.save_model`. (One module for everything sharded, a little
+over 500 lines: the counts, the selection and the checkpoints share the same placement rules.)
 """
 
 from __future__ import annotations
@@ -68,7 +75,6 @@ __all__ = [
 ]
 
 
-
 def _dtensor_type():
     """``DTensor`` if its module is loaded: until something imports it (``fully_shard`` does),
     no tensor can be one, and importing it here would cost every ``import l1sparse`` a second
@@ -84,6 +90,7 @@ def _shards() -> tuple[type, ...]:
     except ImportError:  # pragma: no cover - older torch
         return (Shard,)
     return (Shard, _StridedShard)
+
 
 _DIGIT_BITS = 12  # histogram rounds of 4,096 bins: six rounds cover a 64-bit key
 _CHUNK = 1 << 16  # entries turned into keys at a time (512 KiB of int64)
