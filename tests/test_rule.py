@@ -150,3 +150,17 @@ def test_layers_within_is_relative_to_each_layer_target():
         True, False, True, True]
     with pytest.raises(ValueError, match="one value per layer"):
         layers_within([1, 2], [1, 2, 3], 0.1)
+
+
+def test_the_device_first_order_guess_equals_the_host_one():
+    from l1sparse.rule import first_order_guess, first_order_guess_tensor
+
+    g = torch.Generator().manual_seed(0)
+    for n, k in [(50, 1), (50, 10), (50, 50), (7, 3)]:
+        scores = torch.rand(n, generator=g)
+        scores[: n // 3] = 0.0
+        assert float(first_order_guess_tensor(scores, k)) == pytest.approx(
+            first_order_guess(scores, k), rel=1e-6)
+    assert float(first_order_guess_tensor(torch.zeros(5), 2)) == 0.0
+    bad = torch.tensor([1.0, float("nan"), 2.0])
+    assert math.isnan(float(first_order_guess_tensor(bad, 1)))

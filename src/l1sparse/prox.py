@@ -307,22 +307,27 @@ class ProxSGD(_L1Groups, SGD):
             with torch.enable_grad():
                 loss = closure()
         self._sgd_update()
+        # one call per threshold, not per group: a global target gives every group the same
+        plain: dict[float, list[Tensor]] = {}
+        weighted: dict[float, tuple[list[Tensor], list[Tensor]]] = {}
         for group in self.param_groups:
             if group["l1"] <= 0:
                 continue
             tau = sgd_threshold(group)
-            plain, weighted, weights = [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 c = self.state[p].get(L1_WEIGHT) if p in self.state else None
                 if c is None:
-                    plain.append(p)
+                    plain.setdefault(tau, []).append(p)
                 else:
-                    weighted.append(p)
-                    weights.append(c)
-            prox_l1_(plain, tau)
-            prox_l1_weighted_(weighted, weights, tau)
+                    ps, cs = weighted.setdefault(tau, ([], []))
+                    ps.append(p)
+                    cs.append(c)
+        for tau, ps in plain.items():
+            prox_l1_(ps, tau)
+        for tau, (ps, cs) in weighted.items():
+            prox_l1_weighted_(ps, cs, tau)
         return loss
 
     def _sgd_update(self) -> None:

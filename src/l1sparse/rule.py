@@ -126,6 +126,33 @@ def first_order_guess(scores: Tensor, k: float) -> float:
     return guess
 
 
+def first_order_guess_tensor(scores: Tensor, k: float) -> Tensor:
+    """:func:`first_order_guess` as a 0-d tensor on the scores' device, computed without a
+    host synchronisation (the caller reads it together with whatever else it reads); NaN when
+    a score is not finite.
+
+    >>> float(first_order_guess_tensor(torch.tensor([4.0, 1.0, 3.0, 2.0]), 2))
+    2.449489742783178
+    >>> float(first_order_guess_tensor(torch.tensor([2.0, 0.0, 0.0]), 2))
+    2.0
+    """
+    flat = scores.flatten().double()
+    n = flat.numel()
+    if n == 0:
+        return torch.zeros((), dtype=torch.float64, device=scores.device)
+    k = max(1, min(int(round(k)), n))
+    top = flat.topk(min(k + 1, n)).values
+    upper = top[k - 1]
+    lower = top[k] if k < n else torch.zeros_like(upper)
+    guess = torch.where(lower > 0, (upper * lower).sqrt(), upper / 2)
+    # the k-th score is zero: the smallest positive one (0 when none is)
+    smallest_positive = torch.where(flat > 0, flat, torch.full_like(flat, math.inf)).min()
+    fallback = torch.where(torch.isfinite(smallest_positive), smallest_positive,
+                           torch.zeros_like(smallest_positive))
+    guess = torch.where(guess > 0, guess, fallback)
+    return torch.where(torch.isfinite(flat).all(), guess, torch.full_like(guess, math.nan))
+
+
 def between(gamma: Tensor, k: int) -> float:
     """A λ between the k-th and (k+1)-th largest γ (geometric mean), 1-indexed; ``gamma``
     sorted in decreasing order.

@@ -28,6 +28,11 @@ steps (``check_every``) it counts the nonzero weights per scope and sets each te
    ``|w_i| / c_i`` are set to zero, or missing ones are let in where ``|∂L/∂w_i| / c_i`` is
    largest (a small gradient step on those entries). It is recorded in :attr:`final`.
 
+Host synchronisations: one per count (every ``check_every`` steps; the first λ's guess is
+computed on the device and read with the count), none on the other steps, so on a GPU the
+scheduler does not stall the pipeline. The final projection, once at the last step and only
+when the count is outside the tolerance there, reads a few more.
+
 λ is reported on the summed-loss scale (:attr:`lambdas`): ``l1 · N`` when the loop
 back-propagates the mean loss of each batch (``loss_reduction="mean"``, the default; give
 ``n_samples`` = N), ``l1`` itself for a summed loss.
@@ -53,7 +58,7 @@ from .rule import (
     SHAPES,
     controller_factor,
     exact_threshold,
-    first_order_guess,
+    first_order_guess_tensor,
     ramp_progress,
     scheduled_zero_fraction,
 )
@@ -328,6 +333,7 @@ class SparsityScheduler:
         self.guard_events = 0
         self.final: dict | None = None
         self.history: list[dict] = []
+        self._guesses: dict[int, float] = {}
         self._nnz: dict[str, int] = self._count()
         # live units at the start of the current guard window
         self._live_ref: dict[str, tuple[int, int]] = dict(self._live)
@@ -442,9 +448,10 @@ class SparsityScheduler:
 
     # ------------------------------------------------------------------ the step
 
-    def _count(self) -> dict[str, int]:
+    def _count(self, extra: Mapping[int, Tensor] | None = None) -> dict[str, int]:
         """Nonzeros per layer; also the live units (rows, columns) of each layer into
-        ``self._live``. One host sync for all layers."""
+        ``self._live``, and the values of the 0-d tensors ``extra`` (by scope) into
+        ``self._guesses``. One host sync for all of it."""
         groups = self._groups
         names = list(groups)
         stats = []
@@ -452,10 +459,30 @@ class SparsityScheduler:
             ps = groups[n]["params"]
             stats.append(sum(torch.count_nonzero(p) for p in ps))
             stats += _live_counts(ps[0])
+        extra = dict(extra or {})
+        stats = [v.double() for v in stats] + [v.to(stats[0].device, torch.float64)
+                                               for v in extra.values()]
         values = torch.stack(stats).tolist()
         self._live = {n: (int(values[3 * i + 1]), int(values[3 * i + 2]))
                       for i, n in enumerate(names)}
+        self._guesses = dict(zip(extra, values[3 * len(names):]))
         return {n: int(values[3 * i]) for i, n in enumerate(names)}
+
+    def _first_guesses(self, t: int) -> dict[int, Tensor]:
+        """For every scope still at λ = 0, the first-order guess at the count scheduled
+        ``lead`` ahead, as a tensor read with the next count (no host sync of its own)."""
+        out = {}
+        if all(l1 > 0 for l1 in self._l1):
+            return out
+        ahead = min(self.total_steps, t + round(self.lead * self.total_steps))
+        for i, (s, zero) in enumerate(zip(self.target.scopes,
+                                          self.scheduled_zero_fraction(ahead))):
+            if self._l1[i] > 0 or zero <= 0:
+                continue
+            scores = self._scores(s)
+            if scores is not None:
+                out[i] = first_order_guess_tensor(scores, (1.0 - zero) * s.total)
+        return out
 
     def _write_l1(self) -> None:
         groups = self._groups
@@ -521,7 +548,7 @@ class SparsityScheduler:
         if not (t == 1 or t % self.check_every == 0 or t == self.total_steps):
             return
         elapsed, self._last_check = t - self._last_check, t
-        self._nnz = self._count()
+        self._nnz = self._count(self._first_guesses(t) if steering else None)
         if steering:
             self._steer(t, elapsed)
         if t == self.total_steps and self.finish and not self.met:
@@ -556,10 +583,10 @@ class SparsityScheduler:
             if self._l1[i] <= 0:
                 if sched_zero <= 0 or count <= scheduled:
                     continue
-                scores = self._scores(s)
-                if scores is None or not bool(torch.isfinite(scores).all()):
+                guess = self._guesses.get(i)  # read with the count (_first_guesses)
+                if guess is None or not math.isfinite(guess):
                     continue
-                self._l1[i] = self.init_factor * first_order_guess(scores, scheduled)
+                self._l1[i] = self.init_factor * guess
                 log.debug("scope %d: first l1 %.4g at step %d", i, self._l1[i], t)
                 continue
             if backoff:
