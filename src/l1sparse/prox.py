@@ -229,12 +229,12 @@ def _bias2_sqrt(step, beta2: float):
     return math.sqrt(1 - beta2 ** float(step))
 
 
-def sgd_threshold(group: dict) -> float:
+def sgd_threshold(group: dict, l1: float | None = None) -> float:
     """The soft-threshold of one :class:`ProxSGD` step for a parameter group:
-    ``lr · l1 · (1 − dampening) / (1 − momentum)``."""
+    ``lr · l1 · (1 − dampening) / (1 − momentum)`` (``l1`` the group's unless given)."""
     momentum = group["momentum"]
     scale = (1 - group["dampening"]) / (1 - momentum) if momentum > 0 else 1.0
-    return group["lr"] * group["l1"] * scale
+    return float(group["lr"]) * (group["l1"] if l1 is None else l1) * scale
 
 
 class ProxSGD(_L1Groups, SGD):

@@ -123,8 +123,7 @@ class ProximalStep:
                 params.append(p)
                 denoms.append(d)
                 continue
-            tau = (sgd_threshold({**group, "l1": l1}) if self.family == "sgd"
-                   else lr * l1)
+            tau = sgd_threshold(group, l1) if self.family == "sgd" else lr * l1
             if c is None:
                 plain.setdefault(tau, []).append(p)
             else:
