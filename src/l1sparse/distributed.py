@@ -37,5 +37,8 @@ def initialised(device: torch.device):
     dist.init_process_group(backend=backend)
     try:
         yield dist.get_rank(), dist.get_world_size()
+        # ranks finish at different times (rank 0 writes the results): tearing the group
+        # down while another rank still works aborted gloo's threads now and then
+        dist.barrier()
     finally:
         dist.destroy_process_group()

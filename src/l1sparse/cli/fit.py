@@ -1,7 +1,11 @@
 """``l1sparse fit``: choose λ (or one λ_k per layer) for a sparsity target, and train.
 
-Three drivers: warm mode on a network (the scheduler, through ``fit_sparse``), retrain mode
-(a full training per outer iteration), and the certified convex solves of a linear model.
+Three drivers: warm mode on a network (the scheduler, through ``fit_sparse``); retrain and
+paper modes (a full training per outer iteration from the same initial weights,
+:func:`l1sparse.retrain.retrain_select`, with the sorted-gradient or the paper's
+bracketed-median rule; also every mode but paper of a linear model under torchrun); and the
+certified convex solves of a linear model (``--hidden ""``, one process, not paper mode).
+``--polish`` then re-chooses λ on the polished problem (:func:`l1sparse.polish.polish_to_target`).
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ def _fit(args, *, rank: int, world: int) -> int:
     if args.mode == "warm" and args.hidden:
         return _fit_warm(args, data, model, target, out, rank=rank, world=world,
                          epochs=epochs_given)
-    if not args.hidden and world == 1:
+    if not args.hidden and world == 1 and args.mode != "paper":
         return _fit_convex(args, data, model, target, out)
     return _fit_retrain(args, data, model, target, out, rank=rank, world=world)
 
@@ -166,13 +170,12 @@ def _fit_retrain(args, data, model, target, out: Path, *, rank: int, world: int)
 
     try:
         retrained = retrain_select(
-            model, X, y, task=data.task, target=target, rel_tol=getattr(args, "rel_tol", None),
+            model, X, y, task=data.task, target=target,  # --rel-tol is in its scopes
             layers_required=_layers_required(args, target), rule=rule,
             epochs_per_training=args.epochs, batch_size=args.batch_size, lr=args.lr,
             optimizer=args.optimizer, momentum=args.momentum,
             lr_final=None if args.batch_size is None or rule == "paper" else DEFAULTS.lr_final,
-            seed=args.seed,
-            max_trainings=args.max_outer, stop_on_entry=args.mode == "paper",
+            seed=args.seed, max_trainings=args.max_outer, stop_on_entry=args.mode == "paper",
             callback=progress, shard=(rank, world) if world > 1 else None)
     except BracketError as exc:
         if bar is not None:

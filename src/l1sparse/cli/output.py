@@ -366,6 +366,11 @@ def _stationarity_line(summary: dict, args=None) -> str:
             reasons.append("a finite training ends near, not at, a stationary point")
     if relu:
         reasons.append("ReLU has kinks where the conditions do not apply")
+    if polish:
+        how = ("the full-batch solves ran out of iterations at this count (result.json "
+               "'polish' lists them)" + ("; a smooth activation such as --activation tanh "
+                                         "lets them converge" if relu else ""))
+        return line + f" - not a certificate: {' and '.join(reasons)}; {how}"
     how = "--polish with --batch-size full" + (" and a smooth activation such as "
                                                "--activation tanh" if relu else "")
     return (line + f" - a diagnostic, not a certificate: {' and '.join(reasons)}, so low "
