@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "retrain: a full training from the same start for every lambda, the "
                         "next lambda from the sorted gradients; paper: the same trainings with "
                         "the paper's bracketed-median rule, each stopped on entering the "
-                        "tolerance")
+                        "tolerance, at a constant lr and without momentum unless --momentum")
     p.add_argument("--steps", type=_number(int, low=1), default=None, metavar="S",
                    help="warm mode: length of the run in optimizer steps (wins over --epochs; "
                         "default 20 epochs but at least 3000 steps)")
