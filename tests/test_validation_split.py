@@ -69,10 +69,10 @@ def test_trivial_predictor_known_answers():
 # --------------------------------------------------------------------------- the budget
 
 
-def test_budget_rungs_double_up_to_twice_the_default():
-    assert budget_rungs(3) == [100, 200, 400, 800, 1600, 3200, 6000]
-    assert budget_rungs(40) == [400, 800, 1600, 3200, 6000]
-    assert budget_rungs(469) == [4690, 9380, 18760]
+def test_budget_rungs_double_up_to_the_default():
+    assert budget_rungs(3) == [100, 200, 400, 800, 1600, 3000]
+    assert budget_rungs(40) == [400, 800, 1600, 3000]
+    assert budget_rungs(469) == [4690, 9380]
     assert resolve_steps(3) == 3000 and resolve_steps(469) == 9380  # unchanged
 
 

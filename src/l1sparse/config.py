@@ -47,7 +47,9 @@ class TrainingDefaults:
         With held-out data and no budget given, the first run length tried is the larger of
         these (steps, passes); each next one doubles, up to ``budget_max_factor`` times the
         default budget.
-    budget_max_factor : 2.0
+    budget_max_factor : 1.0
+        Measured: with 2.0 the easy sets (held-out accuracy tied at 1.0) ran to twice the
+        former budget for no better test accuracy, at up to 8.5 times its CPU time.
     budget_patience : 1
         The search stops after this many run lengths in a row that do worse on the
         held-out data than the best so far (a tie moves the best to the longer run).
@@ -71,7 +73,7 @@ class TrainingDefaults:
     validation_fraction: float = 0.2
     budget_first_steps: int = 100
     budget_first_epochs: int = 10
-    budget_max_factor: float = 2.0
+    budget_max_factor: float = 1.0
     budget_patience: int = 1
     budget_refit: bool = True
 
