@@ -133,7 +133,9 @@ def resolve_steps(steps_per_epoch: int, epochs: float | None = None,
 
     ``steps`` wins when given; else ``epochs`` passes over the data; with neither,
     ``DEFAULT_EPOCHS`` (20) passes but at least ``MIN_STEPS`` (3,000) steps, so that a small
-    data set (a few batches per epoch) still gets enough steps for λ to be steered.
+    data set (a few batches per epoch) still gets enough steps for λ to be steered. Where the
+    floor binds, :func:`fit_sparse` holds data out and chooses among :func:`budget_rungs`
+    instead, unless told not to (docs/design.md §5.3): a thousand passes overfit.
 
     >>> resolve_steps(469), resolve_steps(2), resolve_steps(2, epochs=10), resolve_steps(2, 10, 50)
     (9380, 3000, 20, 50)
@@ -295,7 +297,8 @@ def fit_sparse(
         The target (:func:`~l1sparse.targets.make_target`); counts are exact by default.
     epochs, steps :
         The budget (:func:`resolve_steps`): ``steps`` wins; with neither, 20 epochs but at
-        least 3,000 steps.
+        least 3,000 steps, except on small data where that is more than 20 epochs: there a
+        held-out share chooses the length (``validation_fraction``; docs/design.md §5.3).
     optimizer : {"sgd", "adam"}, default "sgd"
         Proximal SGD (momentum ``momentum``) or ProxAdam, learning rate ``lr``; the defaults
         of ``lr`` and ``momentum`` are those of :data:`l1sparse.config.DEFAULTS` (0.1 and 0.9
