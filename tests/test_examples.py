@@ -29,8 +29,9 @@ def run_example():
 
 def test_every_example_is_covered():
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == [
-        "cnn_dataloader_autocast.py", "own_training_loop.py", "resnet_fashion_mnist.py",
-        "select_for_your_module.py", "torchrun_ddp.py", "vit_fashion_mnist.py"]
+        "cnn_dataloader_autocast.py", "fsdp_fully_shard.py", "own_training_loop.py",
+        "resnet_fashion_mnist.py", "select_for_your_module.py", "torchrun_ddp.py",
+        "vit_fashion_mnist.py"]  # fsdp_fully_shard.py: run under torchrun by test_sharded.py
 
 
 def test_own_training_loop_drops_irrelevant_inputs(run_example):
@@ -104,7 +105,9 @@ def test_resnet_example_reaches_90_percent_and_compacts_exactly(run_example):
 def test_vit_example_reaches_90_percent_with_sparse_attention_and_compacts_exactly(run_example):
     pytest.importorskip("mlxtend")
     pytest.importorskip("torch_pruning")
-    out = run_example("vit_fashion_mnist.py", args=("--dim", "16", "--depth", "1", *_SMALL))
-    _zoo_example_checks(out, 0.12)  # 96 steps of a 3k-weight ViT: above chance, no more
+    # a ViT learns slowly: 5 epochs (160 steps) of a 3.5k-weight one, 0.245 test accuracy here
+    out = run_example("vit_fashion_mnist.py",
+                      args=("--dim", "16", "--depth", "1", *_SMALL, "--epochs", "5"))
+    _zoo_example_checks(out, 0.15)
     in_proj = next(line for line in out.splitlines() if "self_attn.in_proj_weight" in line)
     assert float(in_proj.split()[-1]) > 0.7
