@@ -63,6 +63,7 @@ def test_left_out_weights_are_named_in_one_warning():
 def test_a_tied_tensor_is_one_tensor_and_counts_as_an_embedding_until_named():
     lm = TinyLM()
     assert "emb" not in names(lm) and "head" not in names(lm)
+    assert names(lm, include="emb") == ["emb"]  # an embedding named by its module
     chosen = select_tensors(lm, include=["head.weight", "rnn.*"])
     assert [t.key for t in chosen] == ["emb.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0"]
     assert set(chosen[0].aliases) == {"emb.weight", "head.weight"}

@@ -13,10 +13,10 @@ from .convex import Certificate, ConvexSelection, ConvexSolution, certificate
 from .convex import select as select_convex
 from .convex import solve as solve_convex
 from .convex import to_model as convex_to_model
-from .compact import UnitReport, compact, rebalance, unit_report
+from .compact import CompactResult, UnitReport, compact, compact_model, rebalance, unit_report
 from .export import load, read_metadata, save_model
-from .models import MLP, build_model, mlp
-from .polish import PolishResult, polish
+from .models import MLP, build_model, mlp, paper_cnn, paper_mlp, resnet_small, vit_small
+from .polish import PolishResult, PolishSelection, polish, polish_to_target
 from .penalty import (
     L1Penalty,
     ReweightedL1Penalty,
@@ -30,6 +30,7 @@ from .penalty import (
     set_group_l1,
 )
 from .prox import ProxAdam, ProxSGD, soft_threshold
+from .retrain import RetrainResult, retrain_select
 from .scheduler import SparsityScheduler, live_units
 from .targets import make_target
 from .select import SelectionResult, Target, fit_sparse, resolve_steps
@@ -37,12 +38,24 @@ from .sparse_inference import SparseLinear, to_sparse
 from .sparsity import SparsityReport, sparsity
 from .train import DivergenceError, TrainResult, make_optimizer, train
 from .standardize import Standardization
+from .tensors import select_tensors
 from .validation import check_training_data
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SparsityScheduler",
+    "select_tensors",
+    "compact_model",
+    "CompactResult",
+    "paper_cnn",
+    "paper_mlp",
+    "resnet_small",
+    "vit_small",
+    "PolishSelection",
+    "polish_to_target",
+    "RetrainResult",
+    "retrain_select",
     "live_units",
     "L1Penalty",
     "ReweightedL1Penalty",

@@ -77,17 +77,19 @@ class SparsityReport:
 
     def table(self) -> str:
         """A plain-text table, one row per layer and a total row."""
-        rows = [f"{'layer':<12}{'shape':>16}{'nnz':>10}{'total':>10}{'zero frac':>11}"]
+        w = max([12, *(len(layer.name) + 2 for layer in self.layers)])
+        rows = [f"{'layer':<{w}}{'shape':>16}{'nnz':>10}{'total':>10}{'zero frac':>11}"]
         for layer in self.layers:
             shape = "x".join(map(str, layer.shape))
-            rows.append(f"{layer.name:<12}{shape:>16}{layer.nnz:>10}{layer.total:>10}"
+            rows.append(f"{layer.name:<{w}}{shape:>16}{layer.nnz:>10}{layer.total:>10}"
                         f"{layer.zero_fraction:>11.4f}")
-        rows.append(f"{'all':<12}{'':>16}{self.nnz:>10}{self.total:>10}{self.zero_fraction:>11.4f}")
+        rows.append(f"{'all':<{w}}{'':>16}{self.nnz:>10}{self.total:>10}"
+                    f"{self.zero_fraction:>11.4f}")
         if self.outside_total:
             outside = 1.0 - self.outside_nnz / self.outside_total
-            rows.append(f"{'unpenalised':<12}{'':>16}{self.outside_nnz:>10}"
+            rows.append(f"{'unpenalised':<{w}}{'':>16}{self.outside_nnz:>10}"
                         f"{self.outside_total:>10}{outside:>11.4f}")
-            rows.append(f"{'model':<12}{'':>16}{self.nnz + self.outside_nnz:>10}"
+            rows.append(f"{'model':<{w}}{'':>16}{self.nnz + self.outside_nnz:>10}"
                         f"{self.total + self.outside_total:>10}{self.model_zero_fraction:>11.4f}")
         return "\n".join(rows)
 

@@ -239,12 +239,13 @@ def select_tensors(model: nn.Module, include=None, exclude=None, *,
     cands = _candidates(model)
     incl, excl = _as_list(include), _as_list(exclude)
     default = [c for c in cands if _default_member(c)]
-    provisional = _short_names(cands, default)
+    eligible = [c for c in cands if _eligible(c)]
+    # a pattern may name a tensor by its short name, embeddings included ("embed")
+    provisional = _short_names(cands, eligible)
 
     def short(c: _Candidate) -> str:
         return provisional.get(id(c.param), c.names[0])
 
-    eligible = [c for c in cands if _eligible(c)]
     listing = ", ".join(_tensor_desc(c) for c in eligible) or "none"
 
     def matched(pattern, where: str) -> list[_Candidate]:
