@@ -48,6 +48,25 @@ def test_fit_writes_the_result_contract(cls_file, tmp_path):
     assert (out / "model.safetensors").stat().st_size > 0
 
 
+def test_fit_exclude_leaves_the_classifier_dense_and_counts_over_the_rest(cls_file, tmp_path):
+    from l1sparse.export import read_metadata
+
+    out = tmp_path / "run"
+    code = main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "32,16",
+                 "--target-sparsity", "0.8", "--exclude", "fc3", "--steps", "300",
+                 "--quiet", "--out", str(out)])
+    result = json.loads((out / "result.json").read_text())
+    assert code == 0 and result["converged"]
+    assert result["penalised_tensors"] == ["fc1", "fc2"]
+    assert abs(result["zero_fraction"] - 0.8) <= 0.005
+    assert result["unpenalised_weights"]["total"] == 16 * 4 + 32 + 16 + 4  # fc3 and biases
+    assert result["unpenalised_weights"]["nnz"] >= 16 * 4 - 2  # fc3 trained dense
+    assert read_metadata(out / "model.safetensors")["selection"]["exclude"] == ["fc3"]
+    assert main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "8",
+                 "--target-sparsity", "0.8", "--exclude", "nothing", "--steps", "10",
+                 "--quiet", "--out", str(tmp_path / "bad")]) == 2
+
+
 def test_fit_linear_model_from_csv_hits_an_exact_count(linear_csv, tmp_path):
     out = tmp_path / "lin"
     code = main(["fit", "--data", str(linear_csv), "--task", "regression", "--hidden", "",

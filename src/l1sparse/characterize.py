@@ -48,13 +48,15 @@ class FullGradient:
 
 
 def full_gradient(model: nn.Module, X: Tensor, y: Tensor, *, task: str,
-                  batch_size: int = 8192) -> FullGradient:
+                  batch_size: int = 8192, include=None, exclude=None) -> FullGradient:
     """``∇L(Θ)`` of the summed fidelity over all of ``(X, y)``, accumulated in batches.
 
-    The model's ``.grad`` fields are left untouched.
+    ``weights`` holds the penalised tensors (``include``/``exclude`` as in
+    :func:`~l1sparse.tensors.select_tensors`), ``others`` every other parameter. The model's
+    ``.grad`` fields are left untouched.
     """
     check_task(task)
-    layers = penalised_layers(model)
+    layers = penalised_layers(model, include, exclude)
     weight_ids = {id(m.weight): name for name, m in layers}
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
@@ -160,14 +162,14 @@ def _layer_report(name: str, w: Tensor, g: Tensor, lam: float, tol: float
 
 
 @torch.no_grad()
-def _weights(model: nn.Module) -> dict[str, Tensor]:
-    return {name: m.weight.detach() for name, m in penalised_layers(model)}
+def _weights(model: nn.Module, include=None, exclude=None) -> dict[str, Tensor]:
+    return {name: m.weight.detach() for name, m in penalised_layers(model, include, exclude)}
 
 
 def characterize(model: nn.Module, X: Tensor, y: Tensor, *, task: str,
                  lambdas: Mapping[str, float], tol: float = 1e-3,
-                 batch_size: int = 8192, gradient: FullGradient | None = None
-                 ) -> Characterization:
+                 batch_size: int = 8192, gradient: FullGradient | None = None,
+                 include=None, exclude=None) -> Characterization:
     """Check the first-order conditions of the ℓ1 model at the current weights.
 
     Parameters
@@ -183,6 +185,9 @@ def characterize(model: nn.Module, X: Tensor, y: Tensor, *, task: str,
         Relative tolerance of the conditions.
     gradient : FullGradient, optional
         A gradient already computed at these weights, to avoid a second pass over the data.
+    include, exclude : patterns, optional
+        The penalised tensors (:func:`~l1sparse.tensors.select_tensors`); the others count
+        with the biases.
 
     Returns
     -------
@@ -191,8 +196,8 @@ def characterize(model: nn.Module, X: Tensor, y: Tensor, *, task: str,
     if not (tol >= 0 and math.isfinite(tol)):
         raise ValueError(f"The 'tol' parameter must be a finite number >= 0. Got {tol}.")
     grad = gradient if gradient is not None else full_gradient(
-        model, X, y, task=task, batch_size=batch_size)
-    weights = _weights(model)
+        model, X, y, task=task, batch_size=batch_size, include=include, exclude=exclude)
+    weights = _weights(model, include, exclude)
     layers = [_layer_report(name, weights[name], grad.weights[name], float(lambdas[name]), tol)
               for name in weights]
     bias_max = max((float(g.abs().max()) for g in grad.others.values() if g.numel()),
@@ -292,7 +297,8 @@ def _share(ok: int, n: int) -> float | None:
 def stationarity(model: nn.Module, X: Tensor | None, y: Tensor | None, *, task: str,
                  lambdas: Mapping[str, float], weights: Mapping[str, Tensor] | None = None,
                  tol: float = 0.05, gradient: FullGradient | None = None,
-                 gradient_source: str = "full-data", batch_size: int = 8192) -> Stationarity:
+                 gradient_source: str = "full-data", batch_size: int = 8192,
+                 include=None, exclude=None) -> Stationarity:
     """The stationarity certificate: the first-order conditions at the model's own λ_k.
 
     For the (weighted) objective ``L(Θ) + Σ_k λ_k Σ_i c_i |w_i|`` (summed fidelity, docs/design.md §1)
@@ -320,6 +326,8 @@ def stationarity(model: nn.Module, X: Tensor | None, y: Tensor | None, *, task: 
     gradient_source : {"full-data", "estimated"}, default "full-data"
         What the gradient is: the summed fidelity over every training sample, or an estimate
         (a subsample scaled to the summed loss). Recorded as ``gradient``.
+    include, exclude : patterns, optional
+        The penalised tensors (:func:`~l1sparse.tensors.select_tensors`).
 
     Returns
     -------
@@ -339,8 +347,8 @@ def stationarity(model: nn.Module, X: Tensor | None, y: Tensor | None, *, task: 
     if gradient is None:
         device = next(model.parameters()).device
         gradient = full_gradient(model, X.to(device), y.to(device), task=task,
-                                 batch_size=batch_size)
-    current = _weights(model)
+                                 batch_size=batch_size, include=include, exclude=exclude)
+    current = _weights(model, include, exclude)
     missing = [n for n in current if n not in lambdas]
     if missing:
         raise ValueError(f"The 'lambdas' mapping has no value for the layers {missing}.")

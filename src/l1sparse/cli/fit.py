@@ -64,7 +64,7 @@ def _target(args, model):
         raise UsageError("--tol (in weights or a fraction) and --rel-tol (relative to each "
                          "count) both set the tolerance; give one of them")
     try:
-        target = make_target(model, tol=args.tol, **{key: value})
+        target = make_target(model, tol=args.tol, **{key: value}, **_selection(args))
     except ValueError as exc:  # name the flag, not only the library's parameter
         raise UsageError(f"{flag} (with --tol {args.tol}): {exc}" if args.tol is not None
                          else f"{flag}: {exc}") from None
@@ -76,6 +76,16 @@ def _target(args, model):
         raise UsageError("--layers-met (k of K layers) needs --mode paper or retrain; warm "
                          "mode steers every layer to its count")
     return target
+
+
+def _selection(args) -> dict:
+    """``include``/``exclude`` as given on the command line (warm mode only)."""
+    chosen = {k: getattr(args, k, None) for k in ("include", "exclude")}
+    chosen = {k: v for k, v in chosen.items() if v is not None}
+    if chosen and (args.mode != "warm" or not args.hidden):
+        raise UsageError("--include/--exclude choose the penalised tensors of a network in "
+                         "warm mode; retrain, paper and linear fits penalise every weight")
+    return chosen
 
 
 def cmd_fit(args) -> int:
@@ -301,7 +311,7 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
             target=target, epochs=epochs, steps=args.steps, optimizer=args.optimizer,
             lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
             penalty=args.penalty, seed=args.seed, device=device, callback=progress,
-            checkpoint=checkpoint, resume=resume,
+            checkpoint=checkpoint, resume=resume, **_selection(args),
             shard=(rank, world) if world > 1 else None)
     except KeyboardInterrupt:
         if bar is not None:

@@ -215,23 +215,24 @@ def _read_penalty_weights(model_file: Path) -> dict | None:
         raise UsageError(f"cannot read the penalty weights {path}: {exc}") from None
 
 
-def _stationarity(model, data, result, tol: float = 0.05):
+def _stationarity(model, data, result, tol: float = 0.05, selection: dict | None = None):
     """The stationarity certificate of a fit's model at its own lambda(s), full-data gradient
     (on the data as trained: standardised under --standardize, like lambda)."""
     from ..characterize import stationarity
     from ..penalty import layer_names
 
+    selection = selection or {}
     lambdas = getattr(result, "lambdas", None)
     if not lambdas:
         lam = result.lam
-        names = layer_names(model)
+        names = layer_names(model, **selection)
         lambdas = dict(zip(names, lam)) if isinstance(lam, list) else {n: lam for n in names}
     was_training = model.training
     model.eval()
     try:
         return stationarity(model, data.X_train, data.y_train, task=data.task,
                             lambdas=lambdas, tol=tol,
-                            weights=getattr(result, "penalty_weights", None))
+                            weights=getattr(result, "penalty_weights", None), **selection)
     finally:
         model.train(was_training)
 
@@ -245,7 +246,9 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
     from ..sparsity import sparsity
 
     train_m, test_m = _metrics(model, data, args)
-    report = sparsity(model)
+    selection = {k: getattr(args, k, None) for k in ("include", "exclude")
+                 if getattr(args, k, None) is not None}
+    report = sparsity(model, **selection)
     n = data.n_train
     lam = result.lam
     std = getattr(args, "_standardization", None)
@@ -267,6 +270,8 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
         "total": report.total,
         "zero_fraction": report.zero_fraction,
         "layers": [layer.as_dict() for layer in report.layers],
+        "penalised_tensors": [layer.name for layer in report.layers],
+        "unpenalised_weights": {"nnz": report.outside_nnz, "total": report.outside_total},
         "converged": result.converged,
         "distance_nnz": _count(result.distance),
         "outer_iterations": result.outer_iterations,
@@ -296,7 +301,7 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
         "settings": {**_fingerprint(args), "n_train": n},
         "version": __version__,
         # the first-order conditions at the reported lambda, on the full training data
-        "stationarity": _stationarity(model, data, result).as_dict(),
+        "stationarity": _stationarity(model, data, result, selection=selection).as_dict(),
         **(extra or {}),
     }
     atomic_write_text(out / "result.json", json.dumps(summary, indent=2) + "\n")
@@ -305,7 +310,7 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
     if std is not None:  # the saved network takes raw inputs; λ is the standardised problem's
         metadata["standardize"] = std.as_metadata()
     save_model(_raw_scale(model, args), out / "model.safetensors", format="dense",
-               metadata=metadata)
+               metadata=metadata, **selection)
     penalty_weights = getattr(result, "penalty_weights", None)
     if penalty_weights:  # the c_i of the weighted penalty the model was trained with
         from safetensors.torch import save_file

@@ -20,6 +20,14 @@ from .common import (
 )
 
 
+
+def _patterns(text: str) -> list[str]:
+    """``"fc1,layers.*"`` → ``["fc1", "layers.*"]``."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected patterns separated by commas, got {text!r}")
+    return items
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, metavar="FILE.toml",
                    help="settings as in the flags (e.g. target-sparsity = 0.9); flags win")
@@ -150,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "next lambda from the sorted gradients; paper: the same trainings with "
                         "the paper's bracketed-median rule, each stopped on entering the "
                         "tolerance, at a constant lr and without momentum unless --momentum")
+    p.add_argument("--include", type=_patterns, default=None, metavar="P1,P2,...",
+                   help="warm mode: penalise only these tensors (shell-style patterns over "
+                        "parameter names, e.g. 'fc1,fc2'); default every weight matrix")
+    p.add_argument("--exclude", type=_patterns, default=None, metavar="P1,P2,...",
+                   help="warm mode: leave these tensors dense (e.g. 'fc3', the classifier); "
+                        "every count, target and report is over the rest")
     p.add_argument("--steps", type=_number(int, low=1), default=None, metavar="S",
                    help="warm mode: length of the run in optimizer steps (wins over --epochs; "
                         "default 20 epochs but at least 3000 steps)")
