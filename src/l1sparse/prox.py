@@ -21,6 +21,7 @@ from torch.optim import SGD, Adam
 from torch.optim.sgd import sgd as sgd_update
 
 from .penalty import L1_WEIGHT
+from .sharded import is_dtensor, local
 
 __all__ = ["soft_threshold", "soft_threshold_", "prox_l1_", "prox_l1_diagonal_",
            "prox_l1_weighted_", "sgd_threshold",
@@ -44,6 +45,9 @@ def soft_threshold(z: Tensor, tau: float | Tensor) -> Tensor:
 
 def soft_threshold_(z: Tensor, tau: float | Tensor) -> Tensor:
     """In-place :func:`soft_threshold`."""
+    if is_dtensor(z):  # a sharded parameter (FSDP2): elementwise on its local shard
+        soft_threshold_(z.to_local(), local(tau) if isinstance(tau, Tensor) else tau)
+        return z
     if isinstance(tau, Tensor):
         return z.copy_(soft_threshold(z, tau))
     if tau < 0:
@@ -68,6 +72,7 @@ def prox_l1_diagonal_(params: list[Tensor], denoms: list[Tensor], c: float) -> N
     """
     if not params:
         return
+    params, denoms = [local(p) for p in params], [local(d) for d in denoms]  # shards
     torch._foreach_mul_(params, denoms)  # in place, no temporaries: u = p·d ...
     for p in params:
         soft_threshold_(p, c)  # ... S_c(u) ...
@@ -83,6 +88,7 @@ def prox_l1_weighted_(params: list[Tensor], weights: list[Tensor], tau: float) -
     """
     if not params:
         return
+    params, weights = [local(p) for p in params], [local(c) for c in weights]  # shards
     torch._foreach_div_(params, weights)
     for p in params:
         soft_threshold_(p, tau)
@@ -164,6 +170,7 @@ def _fused_default(params) -> bool | None:
     if not tensors:
         return None
     ok = all(isinstance(p, Tensor) and p.is_floating_point() and p.device.type in ("cpu", "cuda")
+             and not is_dtensor(p)  # torch has no fused kernel for sharded (DTensor) ones
              for p in tensors)
     return True if ok else None
 

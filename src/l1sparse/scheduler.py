@@ -33,6 +33,10 @@ computed on the device and read with the count), none on the other steps, so on 
 scheduler does not stall the pipeline. The final projection, once at the last step and only
 when the count is outside the tolerance there, reads a few more.
 
+Sharded parameters (FSDP2's ``fully_shard``, DTensor): the counts, live units, first-order
+guess and final projection run on each rank's local shard and are combined with collectives
+(:mod:`l1sparse.sharded`), without gathering a full tensor; every rank takes the same decisions.
+
 λ is reported on the summed-loss scale (:attr:`lambdas`): ``l1 · N`` when the loop
 back-propagates the mean loss of each batch (``loss_reduction="mean"``, the default; give
 ``n_samples`` = N), ``l1`` itself for a summed loss.
@@ -53,6 +57,7 @@ from .penalty import (
     L1Penalty,
     make_penalty,
 )
+from . import sharded
 from .prox_hook import ProximalStep
 from .rule import (
     SHAPES,
@@ -312,6 +317,12 @@ class SparsityScheduler:
         self.penalty = make_penalty(penalty)
 
         self._names = names
+        # sharded parameters (FSDP2, DTensor): counts and selections on the local shards,
+        # combined with collectives (l1sparse.sharded), so every rank takes the same decisions
+        self._sharded = sharded.any_dtensor(p for g in groups for p in g["params"])
+        for g in groups:
+            for p in g["params"]:
+                sharded.check_placements(g["name"], p)
         layers = [(g["name"], sum(p.numel() for p in g["params"])) for g in groups]
         if model is not None:  # per-tensor targets may name a tensor by any of its names
             chosen = select_tensors(model, include, exclude, warn=False)
@@ -454,6 +465,11 @@ class SparsityScheduler:
         ``self._guesses``. One host sync for all of it."""
         groups = self._groups
         names = list(groups)
+        if self._sharded:  # guesses already read (_first_guesses), counts all-reduced
+            counts = sharded.nnz_and_live([groups[n]["params"] for n in names])
+            self._live = {n: (rows, cols) for n, (_, rows, cols) in zip(names, counts)}
+            self._guesses = {i: float(v) for i, v in (extra or {}).items()}
+            return {n: nnz for n, (nnz, _, _) in zip(names, counts)}
         stats = []
         for n in names:
             ps = groups[n]["params"]
@@ -478,6 +494,14 @@ class SparsityScheduler:
         for i, (s, zero) in enumerate(zip(self.target.scopes,
                                           self.scheduled_zero_fraction(ahead))):
             if self._l1[i] > 0 or zero <= 0:
+                continue
+            if self._sharded:  # from the local shards, with collectives
+                params = [p for n in s.layers for p in self._groups[n]["params"]]
+                guess = sharded.guess_from_gradients(
+                    params, [self.optimizer.state.get(p, {}).get(L1_WEIGHT) for p in params],
+                    (1.0 - zero) * s.total)
+                if guess is not None:
+                    out[i] = torch.tensor(guess, dtype=torch.float64)
                 continue
             scores = self._scores(s)
             if scores is not None:
@@ -507,6 +531,8 @@ class SparsityScheduler:
         grads = [p.grad for g in self._groups.values() for p in g["params"] if p.grad is not None]
         if not grads:
             return True
+        if self._sharded:
+            return sharded.all_finite(grads)
         norms = torch._foreach_norm(grads, float("inf"))
         return bool(torch.isfinite(torch.stack(norms)).all())
 
@@ -632,7 +658,9 @@ class SparsityScheduler:
             count = sum(self._nnz[n] for n in s.layers)
             goal = int(round(s.nnz))
             weights = [self.optimizer.state.get(p, {}).get(L1_WEIGHT) for p in params]
-            if count > s.nnz + s.tol:  # too dense: drop the smallest |w| / c
+            if count > s.nnz + s.tol and self._sharded:  # on the shards (l1sparse.sharded)
+                removed += sharded.drop_smallest(params, weights, goal)
+            elif count > s.nnz + s.tol:  # too dense: drop the smallest |w| / c
                 scores = torch.cat([(p.abs() / (1 if c is None else c)).flatten()
                                     for p, c in zip(params, weights)])
                 scores = torch.where(scores > 0, scores, torch.full_like(scores, -1.0))
@@ -643,6 +671,10 @@ class SparsityScheduler:
                     p.masked_fill_(drop, 0.0)
             elif count < s.nnz - s.tol:  # too sparse: let in the zeros under most pressure
                 if any(p.grad is None for p in params) or not self._grads_finite():
+                    continue
+                if self._sharded:
+                    revived += sharded.let_in_largest(params, weights, goal - count,
+                                                      self._lr(s.layers[0]))
                     continue
                 scores = torch.cat([torch.where(p == 0, p.grad.abs() / (1 if c is None else c),
                                                 torch.full_like(p, -1.0)).flatten()

@@ -67,6 +67,7 @@ __all__ = [
     "first_order_guess",
     "exact_threshold",
     "local_scores",
+    "guess_from_gradients",
     "drop_smallest",
     "let_in_largest",
     "save_checkpoint",
@@ -412,6 +413,19 @@ def local_scores(params: Sequence[Tensor], weights: Sequence[Tensor | None]) -> 
             g = local(p.grad).detach().abs().flatten().float()
             parts.append(g if c is None else g.div_(local(c).flatten().float()))
     return parts
+
+
+@torch.no_grad()
+def guess_from_gradients(params: Sequence[Tensor], weights: Sequence[Tensor | None],
+                         k: float) -> float | None:
+    """The scheduler's first-order guess (:func:`first_order_guess`) from the gradients of
+    sharded ``params`` and their penalty weights: None when a gradient is missing, NaN when
+    one is not finite (the same answer on every rank)."""
+    if any(p.grad is None for p in params):
+        return None
+    if not all_finite([p.grad for p in params]):
+        return math.nan
+    return first_order_guess(local_scores(params, weights), k)
 
 
 @torch.no_grad()
