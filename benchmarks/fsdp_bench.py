@@ -23,7 +23,8 @@ fastest kept: the machine may be shared), and the CPU seconds of the process.
 Usage::
 
     OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 benchmarks/fsdp_bench.py \\
-        [--steps 60] [--hidden 1024] [--repeats 2] [--write benchmarks/FSDP.md]
+        [--steps 60] [--hidden 1024] [--repeats 2] [--penalty l1] [--check-every 10] \\
+        [--write benchmarks/FSDP.md]
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def run(mode: str, args, X, y, rank, world, device):
     sched = tracker = None
     if mode == "with":
         sched = SparsityScheduler(opt, zero_fraction=TARGET, total_steps=args.steps,
-                                  n_samples=len(y), penalty=args.penalty)
+                                  n_samples=len(y), penalty=args.penalty,
+                                  check_every=args.check_every)
         if args.track:
             tracker = LiveBytes()
             advance = sched._advance
@@ -146,6 +148,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--penalty", choices=["reweighted", "l1"], default="reweighted")
+    parser.add_argument("--check-every", type=int,
+                        help="steps between counts (default: the scheduler's, 1 for short runs)")
     parser.add_argument("--write", help="append the result line to this markdown file")
     args = parser.parse_args()
 
@@ -187,7 +191,7 @@ def main() -> None:
                      f"met={best['with']['met']}, zeros {best['with']['zeros']:.4f}")
         head = (f"{world} ranks ({'nccl' if cuda else 'gloo'}), MLP {args.inputs}-{args.hidden}-"
                 f"{args.hidden}-10 ({memory['full_bytes'] // 4:,} weights), {args.steps} steps, "
-                f"penalty {args.penalty}")
+                f"penalty {args.penalty}, check_every {args.check_every or 'default'}")
         text = "\n".join([head, *lines])
         print(text, flush=True)
         if args.write:
@@ -196,7 +200,8 @@ def main() -> None:
             with open(args.write, "a") as f:
                 f.write(f"\n## {machine.get('date', '')} ({git_describe()})\n\n"
                         f"`torchrun --nproc-per-node {world} benchmarks/fsdp_bench.py "
-                        f"--steps {args.steps} --hidden {args.hidden} --penalty {args.penalty}`; "
+                        f"--steps {args.steps} --hidden {args.hidden} --penalty {args.penalty}"
+                        f"{f' --check-every {args.check_every}' if args.check_every else ''}`; "
                         f"{where}\n\n```\n{text}\n```\n")
     dist.barrier()
     dist.destroy_process_group()
