@@ -3,7 +3,7 @@ warm scheduler, reweighted l1) and of GMP at several budgets, against the author
 (test MSE 0.0143 after 227,790 epochs of their paper rule).
 
 Usage: ``OMP_NUM_THREADS=1 python docs/results/paper/mg_budgets.py default auto 3000 10000 ...``
-or ``... gmp 3000 25000``, or ``... paper 3000`` / ``... sorted 3000`` (the paper's rule or the sorted-gradient rule of
+or ``... gmp 3000 25000`` (``default-layers`` and ``paper-layers``: the per-layer case), or ``... paper 3000`` / ``... sorted 3000`` (the paper's rule or the sorted-gradient rule of
 ``retrain_select`` at that many epochs per training, at most 15 trainings, each stopped on
 entering the tolerance); one JSON line per run on stdout ("auto": no budget given, so
 ``fit_sparse`` holds out 20 % and chooses the run length on it). ``mg_budgets.jsonl`` holds the
@@ -24,6 +24,16 @@ from l1sparse.retrain import retrain_select
 from l1sparse.select import fit_sparse
 
 HERE = Path(__file__).parent
+LAYERS = [650, 1200, 1000, 45]  # the per-layer case: ± 5 %, 3 of 4 layers
+
+
+def per_layer_target(net):
+    from dataclasses import replace
+
+    from l1sparse.targets import make_target
+
+    t = make_target(net, layer_nnz=LAYERS, tol=0)
+    return replace(t, scopes=tuple(replace(sc, tol=0.05 * sc.nnz) for sc in t.scopes))
 
 
 def run(method, budgets):
@@ -32,19 +42,25 @@ def run(method, budgets):
     for b in budgets:
         net = paper_mlp(seed=0)
         t = time.perf_counter()
-        if method == "default":
+        layers = method.endswith("-layers")
+        target = ({"target": per_layer_target(net)} if layers
+                  else {"nnz": 2000, "tol": 2})
+        if method.startswith("default"):
             kw = {} if b == "auto" else {"steps": int(b), "validation_fraction": 0}
-            sel = fit_sparse(net, d.X_train, d.y_train, task="regression", nnz=2000, tol=2,
-                             batch_size=None, seed=0, **kw)
+            sel = fit_sparse(net, d.X_train, d.y_train, task="regression", batch_size=None,
+                             seed=0, **target, **kw)
             epochs, extra = sel.epochs_total, {"lambda_sum": sel.lambdas["fc1"]}
             if sel.validation:
                 extra["budget_tried"] = [r["steps"] for r in sel.validation["budget"]]
-        elif method in ("paper", "sorted"):
-            res = retrain_select(net, d.X_train, d.y_train, task="regression", nnz=2000,
-                                 rel_tol=0.001, rule=method, epochs_per_training=int(b),
-                                 max_trainings=15)
+        elif method.startswith(("paper", "sorted")):
+            tol = {"target": per_layer_target(net), "layers_required": 3} if layers else {
+                "nnz": 2000, "rel_tol": 0.001}
+            res = retrain_select(net, d.X_train, d.y_train, task="regression",
+                                 rule=method.split("-")[0], epochs_per_training=int(b),
+                                 max_trainings=15, **tol)
             epochs = res.epochs_total
-            extra = {"trainings": res.trainings, "lambda_sum": res.lambdas["fc1"]}
+            extra = {"trainings": res.trainings, "lambda_sum": res.lambdas["fc1"],
+                     "met": res.converged}
         else:
             epochs = int(b)
             gradual_magnitude_pruning(net, d.X_train, d.y_train, task="regression",
@@ -70,9 +86,13 @@ def table():
            "epochs in 5 trainings, test MSE 0.0143 (their code, their 1,000/384 split); a third "
            "of that is 75,930 epochs. Here: the 1,000/385 split. The default at 75,000 steps is "
            "worse than at 50,000 (train MSE too): measured, not explained here.", "",
+           "Rows `*-layers`: the per-layer case [650, 1200, 1000, 45] ± 5 %, 3 of 4 layers "
+           "(the authors' run: [567, 1238, 1013, 45], test MSE 0.0141, 443,709 epochs in 9 "
+           "trainings).", "",
            "| method | budget | epochs | nonzeros | train MSE | test MSE | ≤ 0.0143 | seconds |",
            "|---|---|---|---|---|---|---|---|"]
-    order = {"default": 0, "gmp": 1, "paper": 2, "sorted": 3}
+    order = {"default": 0, "gmp": 1, "paper": 2, "sorted": 3, "default-layers": 4,
+             "paper-layers": 5}
     rows.sort(key=lambda r: (order.get(r["method"], 9), r["budget"] != "auto",
                              0 if r["budget"] == "auto" else int(r["budget"])))
     for r in rows:
@@ -81,7 +101,11 @@ def table():
             epochs += f" (+ {sum(r['budget_tried']):,} searching)"
         if r.get("trainings"):
             epochs += f" in {r['trainings']} trainings"
-        out.append(f"| {r['method']} | {r['budget']} | {epochs} | {r['nnz_total']} | "
+        count = (str(list(r["nnz"].values())) if r["method"].endswith("-layers")
+                 else str(r["nnz_total"]))
+        if r.get("met") is False:
+            count += " (not met)"
+        out.append(f"| {r['method']} | {r['budget']} | {epochs} | {count} | "
                    f"{r['train_mse']:.4f} | {r['test_mse']:.4f} | "
                    f"{'yes' if r['test_mse'] <= 0.0143 else 'no'} | {r['seconds']:.0f} |")
     (HERE / "mg_budgets.md").write_text("\n".join(out) + "\n")
