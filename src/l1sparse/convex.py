@@ -36,6 +36,9 @@ Examples
 >>> sel = select(X, y, 5, task="regression")
 >>> int((sel.coef != 0).sum()), sel.certificate.certified
 (5, True)
+
+(About 840 lines: the regression and classification solvers, the certificate that judges
+both and the exact-support λ-choice on top of them share one problem representation.)
 """
 
 from __future__ import annotations

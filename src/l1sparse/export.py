@@ -47,6 +47,10 @@ Files written before ``module`` and ``layers`` existed (built-in MLPs only) read
 layers are derived from the architecture. Files written before ``selection`` existed read as
 chosen by the default set; their ``layers`` (``nn.Linear`` and ``nn.Conv1d/2d/3d`` weights) are
 what the default set chooses for such models.
+
+(About 800 lines: the writer, the readers, ``convert`` and ``layer_sparsity`` must agree on
+one file format — its metadata keys, CSR layout and the checks on a file — so they live
+together; inference on the loaded tensors is in :mod:`l1sparse.sparse_inference`.)
 """
 
 from __future__ import annotations

@@ -40,6 +40,10 @@ guess and final projection run on each rank's local shard and are combined with 
 λ is reported on the summed-loss scale (:attr:`lambdas`): ``l1 · N`` when the loop
 back-propagates the mean loss of each batch (``loss_reduction="mean"``, the default; give
 ``n_samples`` = N), ``l1`` itself for a summed loss.
+
+(About 700 lines, one class: the ramp, the controller, the guard, the hold, the final
+projection and the state dict share the scheduler's per-scope state; split apart, each piece
+would need all of it. The rules themselves are pure functions in :mod:`l1sparse.rule`.)
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ One entry point, three drivers on the library's one training loop
 Also here: the records of a selection (:class:`OuterRecord`, :class:`SelectionResult`), the
 step budget (:func:`resolve_steps`) and the checks that a sparse network still works
 (:func:`network_warnings`).
+
+(About 650 lines: ``fit_sparse`` with its budget search and held-out checkpoint, and the
+result records every driver returns, which the command line, the experiments and the
+estimators read; the drivers themselves are in :mod:`l1sparse.scheduler` and
+:mod:`l1sparse.retrain`.)
 """
 
 from __future__ import annotations
