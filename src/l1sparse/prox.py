@@ -236,6 +236,29 @@ def _bias2_sqrt(step, beta2: float):
     return math.sqrt(1 - beta2 ** float(step))
 
 
+class ThresholdBatch:
+    """Soft-thresholds gathered by threshold, then applied with one call per threshold
+    (:func:`prox_l1_`, or :func:`prox_l1_weighted_` where penalty weights ``c`` are set)."""
+
+    def __init__(self) -> None:
+        self.plain: dict[float, list[Tensor]] = {}
+        self.weighted: dict[float, tuple[list[Tensor], list[Tensor]]] = {}
+
+    def add(self, p: Tensor, tau: float, c: Tensor | None = None) -> None:
+        if c is None:
+            self.plain.setdefault(tau, []).append(p)
+        else:
+            ps, cs = self.weighted.setdefault(tau, ([], []))
+            ps.append(p)
+            cs.append(c)
+
+    def apply(self) -> None:
+        for tau, ps in self.plain.items():
+            prox_l1_(ps, tau)
+        for tau, (ps, cs) in self.weighted.items():
+            prox_l1_weighted_(ps, cs, tau)
+
+
 def sgd_threshold(group: dict, l1: float | None = None) -> float:
     """The soft-threshold of one :class:`ProxSGD` step for a parameter group:
     ``lr · l1 · (1 − dampening) / (1 − momentum)`` (``l1`` the group's unless given)."""
@@ -315,26 +338,15 @@ class ProxSGD(_L1Groups, SGD):
                 loss = closure()
         self._sgd_update()
         # one call per threshold, not per group: a global target gives every group the same
-        plain: dict[float, list[Tensor]] = {}
-        weighted: dict[float, tuple[list[Tensor], list[Tensor]]] = {}
+        batch = ThresholdBatch()
         for group in self.param_groups:
             if group["l1"] <= 0:
                 continue
             tau = sgd_threshold(group)
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                c = self.state[p].get(L1_WEIGHT) if p in self.state else None
-                if c is None:
-                    plain.setdefault(tau, []).append(p)
-                else:
-                    ps, cs = weighted.setdefault(tau, ([], []))
-                    ps.append(p)
-                    cs.append(c)
-        for tau, ps in plain.items():
-            prox_l1_(ps, tau)
-        for tau, (ps, cs) in weighted.items():
-            prox_l1_weighted_(ps, cs, tau)
+                if p.grad is not None:
+                    batch.add(p, tau, self.state[p].get(L1_WEIGHT) if p in self.state else None)
+        batch.apply()
         return loss
 
     def _sgd_update(self) -> None:

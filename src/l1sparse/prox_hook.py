@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .penalty import L1_WEIGHT
-from .prox import _bias2_sqrt, prox_l1_, prox_l1_diagonal_, prox_l1_weighted_, sgd_threshold
+from .prox import ThresholdBatch, _bias2_sqrt, prox_l1_diagonal_, sgd_threshold
 from .tensors import PenalisedTensor
 
 __all__ = ["ProximalStep", "metric_family"]
@@ -98,8 +98,7 @@ class ProximalStep:
     @torch.no_grad()
     def apply(self) -> None:
         """One proximal step on every tensor with ``l1 > 0``."""
-        plain: dict[float, list[Tensor]] = {}
-        weighted: dict[float, tuple[list[Tensor], list[Tensor]]] = {}
+        batch = ThresholdBatch()
         diag: dict[float, tuple[list[Tensor], list[Tensor]]] = {}
         state = self.optimizer.state
         for name, slot in self.slots.items():
@@ -123,16 +122,7 @@ class ProximalStep:
                 params.append(p)
                 denoms.append(d)
                 continue
-            tau = sgd_threshold(group, l1) if self.family == "sgd" else lr * l1
-            if c is None:
-                plain.setdefault(tau, []).append(p)
-            else:
-                ps, cs = weighted.setdefault(tau, ([], []))
-                ps.append(p)
-                cs.append(c)
-        for tau, ps in plain.items():
-            prox_l1_(ps, tau)
-        for tau, (ps, cs) in weighted.items():
-            prox_l1_weighted_(ps, cs, tau)
+            batch.add(p, sgd_threshold(group, l1) if self.family == "sgd" else lr * l1, c)
+        batch.apply()
         for c, (ps, ds) in diag.items():
             prox_l1_diagonal_(ps, ds, c)
