@@ -215,6 +215,15 @@ def train(
 
 
 @torch.no_grad()
+def _fold(total: Tensor | None, parts: list[Tensor]) -> Tensor | None:
+    """``total`` plus the float64 sum of ``parts`` (emptied); one kernel for the lot."""
+    if not parts:
+        return total
+    s = torch.stack(parts).double().sum()
+    parts.clear()
+    return s if total is None else total + s
+
+
 def _finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -358,6 +367,9 @@ def _train_steps(model, data, optimizer, *, task, steps, start_step, batch_size,
     tensors = isinstance(data, tuple)
     while step < steps:
         snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # the losses of the pass stay on the device and are summed (in float64) at its end
+        # or every 256 steps: no host read, and no per-step cast, inside the pass
+        parts: list[Tensor] = []
         seen = None
         count = 0
         model.train()
@@ -388,11 +400,13 @@ def _train_steps(model, data, optimizer, *, task, steps, start_step, batch_size,
             step += 1
             if after_step is not None:
                 after_step()
-            local = local.detach().double()
-            seen = local if seen is None else seen + local
+            parts.append(local.detach())
+            if len(parts) == 256:
+                seen = _fold(seen, parts)
             count += xb.shape[0]
             if step >= steps:
                 break
+        seen = _fold(seen, parts)
         fid = float(seen) if seen is not None else 0.0
         core = getattr(model, "module", model)
         epochs_done += 1
