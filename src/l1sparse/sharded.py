@@ -102,8 +102,13 @@ _LOW63 = (1 << 63) - 1
 # --------------------------------------------------------------------------- shards and owners
 
 
+_PLAIN = (Tensor, torch.nn.Parameter)  # the common case, answered without a module lookup
+
+
 def is_dtensor(t) -> bool:
     """Whether ``t`` is a :class:`~torch.distributed.tensor.DTensor` (a sharded parameter)."""
+    if type(t) in _PLAIN:
+        return False
     cls = _dtensor_type()
     return cls is not None and isinstance(t, cls)
 
