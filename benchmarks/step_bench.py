@@ -212,18 +212,19 @@ def _cost_setups(which: list[str]):
         keep = torch.randperm(ds.X_train.shape[0], generator=torch.Generator().manual_seed(1234))
         if "lenet" in which:
             out["lenet"] = (lambda: mlp(784, [300, 100], 10, seed=0), ds.X_train, ds.y_train,
-                            469, 4690, "LeNet-300-100, Fashion-MNIST (60,000), the first 469 "
-                            "steps (one epoch) of a 4,690-step (10-epoch) schedule")
+                            4690, 4690, "LeNet-300-100, Fashion-MNIST (60,000), 4,690 steps (the "
+                            "10 epochs of compare.py)")
         sub = keep[:6000]
         if "resnet" in which:
             out["resnet"] = (lambda: resnet_small(width=8, seed=0), ds.X_train[sub],
-                             ds.y_train[sub], 47, 47, "ResNet (width 8, 43,656 weights), "
-                             "6,000 Fashion-MNIST images, one epoch (47 steps) as a whole run")
+                             ds.y_train[sub], 235, 235, "ResNet (width 8, 43,656 weights), "
+                             "6,000 Fashion-MNIST images, 235 steps (the 5 epochs of "
+                             "compare.py --size cpu)")
         if "vit" in which:
             out["vit"] = (lambda: vit_small(dim=32, depth=2, heads=4, mlp_dim=64, seed=0),
-                          ds.X_train[sub], ds.y_train[sub], 94, 94, "ViT (dim 32, depth 2, "
-                          "17,216 weights), 6,000 Fashion-MNIST images, two epochs (94 steps) "
-                          "as a whole run")
+                          ds.X_train[sub], ds.y_train[sub], 470, 470, "ViT (dim 32, depth 2, "
+                          "17,216 weights), 6,000 Fashion-MNIST images, 470 steps (the 10 "
+                          "epochs of compare.py --size cpu)")
     return out
 
 
@@ -330,8 +331,9 @@ Whole runs on the same batches (batch 128, a fresh permutation per epoch), inter
 ℓ1, counting every `check_every` = max(1, min(10, run length // 300)) steps). `fit_sparse` runs
 its whole procedure for the same steps (its loop, cosine decay, scheduler, and the network
 checks at the end), with its own batch order from the same seed; its one-off costs (the data
-checks, and after training one forward pass over all the training data) do not grow with the
-run, so they weigh most in the short runs here. The issue's budget: ≤ 1.25×.
+checks, and after training the warning check on at most 8,192 training samples) do not grow
+with the run. Each run is the length the model trains for in `compare.py` (below). The issue's
+budget: ≤ 1.25×.
 
 {table}
 
