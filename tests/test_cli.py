@@ -311,3 +311,31 @@ def test_fit_target_nnz_means_exactly_k_by_default(cls_file, tmp_path, k):
     result = json.loads((out / "result.json").read_text())
     assert code == 0 and result["nnz"] == k and result["attained"] == k
     assert result["target"]["tol"] == 0 and result["target_words"] == f"{k} nonzeros exactly"
+
+
+def test_fit_val_fraction_chooses_the_held_out_share(cls_file, tmp_path):
+    """--val-fraction: 0 trains on everything (no split, 'validation' null); a share holds
+    that much out (its size and metric in result.json); auto holds out 20 % on small data."""
+    common = ["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "16",
+              "--target-sparsity", "0.8", "--quiet", "--steps", "300"]
+    assert main(common + ["--val-fraction", "0", "--out", str(tmp_path / "a")]) in (0, 3)
+    none = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert none["validation"] is None
+    assert main(common + ["--val-fraction", "0.25", "--out", str(tmp_path / "b")]) in (0, 3)
+    split = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert split["validation"]["fraction"] == 0.25 and split["validation"]["source"] == "split"
+    assert 0.0 <= split["validation"]["metric"] <= 1.0
+    assert split["steps"] == none["steps"] == 300  # a given budget is not searched
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--val-fraction", "1"], "--val-fraction"),
+    (["--val-fraction", "lots"], "--val-fraction"),
+    (["--val-fraction", "0.2", "--mode", "retrain"], "warm mode"),
+])
+def test_fit_val_fraction_bad_values_exit_2(cls_file, tmp_path, capsys, argv, fragment):
+    code = main(["fit", "--data", str(cls_file), "--task", "classification", "--hidden", "16",
+                 "--target-sparsity", "0.8", "--quiet", "--out", str(tmp_path / "r")] + argv)
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err
+    assert not (tmp_path / "r" / "result.json").exists()

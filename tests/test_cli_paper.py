@@ -83,14 +83,49 @@ def test_train_reproduces_the_count_of_a_retrain_fit_on_mg(tmp_path, capsys):
     assert int(all_row.split()[1]) == r["nnz"]
 
 
-def test_a_retrain_run_cannot_be_resumed_and_says_so(tmp_path, capsys):
+@pytest.mark.parametrize("mode", ["paper", "retrain"])
+def test_an_interrupted_selection_resumes_and_ends_as_an_uninterrupted_one(
+        tmp_path, capsys, monkeypatch, mode):
+    import l1sparse.cli.fit as cli_fit
+
+    flags = ["fit", "--data", "mg", "--target-nnz", "30", "--mode", mode, *SMALL]
+    assert main([*flags, "--out", str(tmp_path / "whole")]) in (0, 3)
+    whole = _result(tmp_path / "whole")
+    assert whole["outer_iterations"] >= 3  # so that the interruption falls inside the run
+    write = cli_fit._write_history
+    calls = []
+
+    def interrupt_at_the_second(path, rows):  # Ctrl-C as the second training is listed
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        write(path, rows)
+
+    monkeypatch.setattr(cli_fit, "_write_history", interrupt_at_the_second)
+    out = tmp_path / "cut"
+    assert main([*flags, "--out", str(out)]) == 130
+    assert _result(out)["interrupted"] is True
+    monkeypatch.setattr(cli_fit, "_write_history", write)
+    capsys.readouterr()
+    code = main([*flags, "--out", str(out), "--resume"])
+    resumed = _result(out)
+    assert code == (0 if resumed["converged"] else 3)
+    assert resumed["resumed_from_iteration"] == 1  # the checkpoint held the first training
+    for key in ("lambda", "nnz", "outer_iterations", "converged", "layers"):
+        assert resumed[key] == whole[key], key
+    # every training listed once (the replayed one too); the rows differ only in their times
+    rows = (out / "history.csv").read_text().splitlines()
+    assert len(rows) == len((tmp_path / "whole" / "history.csv").read_text().splitlines())
+
+
+def test_a_retrain_checkpoint_of_other_settings_is_refused(tmp_path, capsys):
     out = tmp_path / "once"
     flags = ["fit", "--data", "mg", "--target-nnz", "30", "--mode", "paper", *SMALL]
     main([*flags, "--out", str(out)])
     capsys.readouterr()
-    code = main([*flags, "--out", str(out), "--resume"])
+    code = main([*flags[:-1], "--seed", "3", "--quiet", "--out", str(out), "--resume"])
     line = _err_line(capsys)
-    assert code == 2 and "cannot continue" in line and "--force" in line
+    assert code == 2 and "--seed" in line and "afresh" in line
 
 
 def test_the_certificate_line_says_what_was_checked(tmp_path, capsys):

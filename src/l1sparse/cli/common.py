@@ -147,6 +147,19 @@ def _layer_counts(text: str) -> list[int] | dict[str, int]:
     return [int(v) for v in values]
 
 
+def _val_fraction(text: str) -> float | str:
+    """``--val-fraction``: ``auto`` or a share in ``[0, 1)``."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0.0 <= value < 1.0):
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number >= 0 and < 1; got {text!r}")
+    return value
+
+
 def _grad_samples(text: str) -> int | None | str:
     if text in ("auto",):
         return text

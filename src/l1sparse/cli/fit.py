@@ -115,6 +115,11 @@ def _fit(args, *, rank: int, world: int) -> int:
     if args.mode == "paper" and args.momentum is None:
         args.momentum = 0.0  # the paper's plain proximal SGD (as fit_sparse(mode='paper'))
     _linear_defaults(args, data, model)
+    if getattr(args, "val_fraction", "auto") not in ("auto", 0.0) and not (
+            args.mode == "warm" and args.hidden):
+        raise UsageError(f"--val-fraction {args.val_fraction}: held-out data is for warm mode "
+                         "on a network (--hidden); the other modes keep all their training "
+                         "data")
     if args.mode == "warm" and args.hidden:
         return _fit_warm(args, data, model, target, out, rank=rank, world=world,
                          epochs=epochs_given)
@@ -130,14 +135,25 @@ def _fit_retrain(args, data, model, target, out: Path, *, rank: int, world: int)
     import copy
 
     from ..config import DEFAULTS
-    from ..retrain import BracketError, RetrainResult, retrain_select
+    from ..retrain import BracketError, RetrainRecord, RetrainResult, retrain_select
 
     main_rank = rank == 0
     ckpt_path = out / CHECKPOINT
+    seen: dict = {"records": [], "best": None}
+    resume, resumed_from = None, None
     if args.resume and ckpt_path.exists():
-        raise UsageError(f"--resume: the {args.mode} mode cannot continue a run (its trainings "
-                         f"are listed in {out / 'history.csv'}); start afresh with --force")
-    if args.resume and not args.quiet:
+        resume = _load_checkpoint(ckpt_path, args).get("retrain")
+        if resume is None:
+            raise UsageError(f"--resume: the checkpoint {ckpt_path} holds no trainings to "
+                             "replay (written by an older version); start afresh with --force")
+        # the trainings done are replayed by retrain_select without training again
+        seen["records"] = [RetrainRecord(**r) for r in resume["history"]]
+        best = seen["records"][resume["best_index"]]
+        seen["best"] = (best, sum(target.distance(best.nnz)), resume["best_state"])
+        resumed_from = len(seen["records"])
+        if not args.quiet:
+            print(f"resuming from {ckpt_path} after training {resumed_from}", file=sys.stderr)
+    elif args.resume and not args.quiet:
         print(f"no checkpoint in {out}: starting afresh", file=sys.stderr)
     if getattr(args, "_grad_samples_given", False):
         _warn(f"--grad-samples {args.grad_samples} has no effect in {args.mode} mode: the "
@@ -150,7 +166,6 @@ def _fit_retrain(args, data, model, target, out: Path, *, rank: int, world: int)
         print(f"fit: {data.name}, {data.n_train} samples, hidden={args.hidden or 'none'}, "
               f"target {_target_words(target)}, mode {args.mode}", file=sys.stderr)
     bar = _progress_bar(args, desc="trainings", unit="it")
-    seen: dict = {"records": [], "best": None}
 
     def progress(record):
         seen["records"].append(record)
@@ -164,9 +179,12 @@ def _fit_retrain(args, data, model, target, out: Path, *, rank: int, world: int)
                                 f"epochs={record.epochs:g}")
             bar.update(1)
         if main_rank:
-            _save_checkpoint(ckpt_path, {"fingerprint": _fingerprint(args), "mode": args.mode,
-                                         "trainings": len(seen["records"])})
             _write_history(out / "history.csv", [r.as_row() for r in seen["records"]])
+
+    def checkpoint(state: dict) -> None:  # after every training, once it is in history.csv
+        if main_rank:
+            _save_checkpoint(ckpt_path, {"fingerprint": _fingerprint(args), "mode": args.mode,
+                                         "trainings": len(state["history"]), "retrain": state})
 
     def partial() -> RetrainResult:
         record, _, state = seen["best"]
@@ -186,7 +204,8 @@ def _fit_retrain(args, data, model, target, out: Path, *, rank: int, world: int)
             optimizer=args.optimizer, momentum=args.momentum,
             lr_final=None if args.batch_size is None or rule == "paper" else DEFAULTS.lr_final,
             seed=args.seed, max_trainings=args.max_outer, stop_on_entry=args.mode == "paper",
-            callback=progress, shard=(rank, world) if world > 1 else None)
+            callback=progress, checkpoint=checkpoint, resume=resume,
+            shard=(rank, world) if world > 1 else None)
     except BracketError as exc:
         if bar is not None:
             bar.close()
@@ -199,9 +218,9 @@ def _fit_retrain(args, data, model, target, out: Path, *, rank: int, world: int)
             bar.close()
         if seen["best"] is not None and main_rank:
             _write_fit_results(out, args, data, model, target, partial().to_selection(),
-                               resumed_from=None, interrupted=True, world=world)
+                               resumed_from=resumed_from, interrupted=True, world=world)
             print(f"l1sparse: interrupted; partial results in {out} (the trainings done are "
-                  "in history.csv)", file=sys.stderr)
+                  "in history.csv; continue with --resume)", file=sys.stderr)
         else:
             print("l1sparse: interrupted before the first training finished", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -217,7 +236,7 @@ def _fit_retrain(args, data, model, target, out: Path, *, rank: int, world: int)
         return code
     lam_mean = {k: v / data.n_train for k, v in result.lambdas.items()}
     summary = _write_fit_results(
-        out, args, data, model, target, result, resumed_from=None, world=world,
+        out, args, data, model, target, result, resumed_from=resumed_from, world=world,
         debiased=debiased, extra={"polish": polished, "rule": rule,
                                   "lambda_mean": _mean_values(lam_mean),
                                   "layers_required": retrained.layers_required,
@@ -312,6 +331,7 @@ def _fit_warm(args, data, model, target, out: Path, *, rank: int, world: int,
             lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
             penalty=args.penalty, seed=args.seed, device=device, callback=progress,
             checkpoint=checkpoint, resume=resume, **_selection(args),
+            validation_fraction=getattr(args, "val_fraction", "auto"),
             shard=(rank, world) if world > 1 else None)
     except KeyboardInterrupt:
         if bar is not None:

@@ -89,7 +89,11 @@ CHECKPOINT = "checkpoint.pt"
 _FINGERPRINT_KEYS = ("data", "task", "hidden", "activation", "target_sparsity", "target_nnz",
                      "layer_sparsity", "tol", "epochs", "batch_size", "lr", "optimizer",
                      "momentum", "mode", "seed", "max_outer", "debias_epochs", "grad_samples",
-                     "standardize", "steps", "penalty", "layer_nnz", "rel_tol", "layers_met")
+                     "standardize", "steps", "penalty", "layer_nnz", "rel_tol", "layers_met",
+                     "val_fraction")
+
+
+_FINGERPRINT_ADDED = {"val_fraction": "auto"}  # keys added since CHECKPOINT_FORMAT 2
 
 
 def _fingerprint(args) -> dict:
@@ -191,7 +195,9 @@ def _load_checkpoint(path: Path, args):
     payload = _read_checkpoint(path)
     saved = payload.get("fingerprint", {})
     now = _fingerprint(args)
-    differ = [k for k in _FINGERPRINT_KEYS if saved.get(k) != now[k]]
+    # a key the checkpoint's version did not write matches its default ("auto")
+    differ = [k for k in _FINGERPRINT_KEYS
+              if saved.get(k, _FINGERPRINT_ADDED.get(k)) != now[k]]
     if differ:
         raise UsageError(f"the checkpoint {path} belongs to a run with other settings "
                          f"(differs in: {', '.join('--' + k.replace('_', '-') for k in differ)}); "
@@ -287,6 +293,8 @@ def _write_fit_results(out: Path, args, data, model, target, result, *, resumed_
         "final_projection": getattr(result, "final_projection", None),
         "guard_events": getattr(result, "guard_events", 0),
         "warnings": list(getattr(result, "warnings", [])),
+        # the held-out split (warm mode): its share, metric and the budget search, or None
+        "validation": getattr(result, "validation", None),
         "lambda_meaning": ("the final lambda of a continuation (warm mode): the network was "
                            "trained at it for the last part of the run, but a fresh training "
                            "at it need not give the same count; use --mode retrain for a "

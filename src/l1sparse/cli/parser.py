@@ -12,6 +12,7 @@ from .common import (
     _batch,
     _exit_table,
     _grad_samples,
+    _val_fraction,
     _hidden,
     _layer_fractions,
     _layer_counts,
@@ -167,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_number(int, low=1), default=None, metavar="S",
                    help="warm mode: length of the run in optimizer steps (wins over --epochs; "
                         "default 20 epochs but at least 3000 steps)")
+    p.add_argument("--val-fraction", type=_val_fraction, default="auto", metavar="F",
+                   help="warm mode: the share of the training data held out to choose the "
+                        "run length and to judge that the network works; 'auto' (default) "
+                        "holds out 20 %% only on small data, where 20 epochs are under 3000 "
+                        "steps; 0 never")
     p.add_argument("--penalty", choices=["auto", "reweighted", "l1"], default="auto",
                    help="warm mode: reweighted l1 (auto for networks) or plain l1 (auto for "
                         "a linear model; the paper's tables and retrain mode use it)")
