@@ -348,3 +348,75 @@ def test_reweighted_scale_global_uses_one_numerator_for_every_layer():
     torch.testing.assert_close(shared["fc2"], M / (w2 + 0.1 * m2))
     with pytest.raises(ValueError, match="'scale'"):
         ReweightedL1Penalty(scale="unit")
+
+
+def _held_back(net, steps, **kw):
+    """A scheduler that cannot reach 90 % zeros by its hold point: λ barely moves."""
+    opt = ProxSGD(param_groups(net), lr=0.05, momentum=0.9)
+    return opt, SparsityScheduler(opt, zero_fraction=0.9, total_steps=steps, n_samples=600,
+                                  gain=1e-4, max_factor=1.0001, ramp_end=0.4, hold=0.5, **kw)
+
+
+@pytest.mark.parametrize("optimizer", ["ours", "torch"])
+def test_a_count_missed_at_the_hold_point_is_projected_then_and_its_zeros_kept(optimizer):
+    X, y = _blobs()
+    steps = 120
+    batches = _fixed_batches(X, y, steps)
+    net = mlp(12, [32], 3, seed=0)
+    if optimizer == "ours":
+        opt, sched = _held_back(net, steps)
+    else:  # the step hook's path
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        sched = SparsityScheduler(opt, model=net, zero_fraction=0.9, total_steps=steps,
+                                  n_samples=600, gain=1e-4, max_factor=1.0001, ramp_end=0.4,
+                                  hold=0.5)
+    _run(net, opt, sched, X, y, batches[:60])
+    assert not sched.met and not sched.frozen  # steering: far from 90 %
+    _run(net, opt, sched, X, y, batches[60:61])  # the first step past the hold point
+    assert sched.frozen and sched.met and sched.final["step"] == 61
+    zeros = [(m.weight == 0).clone() for m in (net.fc1, net.fc2)]
+    _run(net, opt, sched, X, y, batches[61:])
+    for z, m in zip(zeros, (net.fc1, net.fc2)):
+        assert bool((m.weight[z] == 0).all())  # the projected zeros stayed zero
+    assert sched.met
+    sched.remove()
+    assert not any("l1_mask" in s for s in opt.state.values())
+
+
+def test_a_count_met_at_the_hold_point_is_left_alone():
+    X, y = _blobs()
+    net = mlp(12, [32], 3, seed=0)
+    loader = _loader(X, y)
+    opt = ProxSGD(param_groups(net), lr=0.05, momentum=0.9)
+    sched = SparsityScheduler(opt, zero_fraction=0.8, tol=0.05, total_steps=20 * len(loader),
+                              n_samples=len(X))
+    _loop(net, opt, sched, loader, 20)
+    assert sched.met and not sched.frozen and sched.final is None
+    assert not any("l1_mask" in s for s in opt.state.values())
+
+
+def test_a_resume_after_the_hold_projection_keeps_the_same_zeros():
+    X, y = _blobs()
+    steps = 120
+    batches = _fixed_batches(X, y, steps)
+    net = mlp(12, [32], 3, seed=0)
+    opt, sched = _held_back(net, steps)
+    _run(net, opt, sched, X, y, batches)
+    net2 = mlp(12, [32], 3, seed=0)
+    opt2, sched2 = _held_back(net2, steps)
+    _run(net2, opt2, sched2, X, y, batches[:80])
+    assert sched2.frozen
+    buf = io.BytesIO()
+    torch.save({"model": net2.state_dict(), "opt": opt2.state_dict(),
+                "sched": sched2.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    net3 = mlp(12, [32], 3, seed=0)
+    opt3, sched3 = _held_back(net3, steps)
+    net3.load_state_dict(saved["model"])
+    opt3.load_state_dict(saved["opt"])
+    sched3.load_state_dict(saved["sched"])
+    assert sched3.frozen
+    _run(net3, opt3, sched3, X, y, batches[80:])
+    for p, q in zip(net.parameters(), net3.parameters()):
+        torch.testing.assert_close(q, p, rtol=0, atol=0)

@@ -412,6 +412,7 @@ def make_penalty(penalty: "str | L1Penalty") -> L1Penalty:
 
 
 L1_WEIGHT = "l1_weight"  # optimizer-state key of the per-weight penalty weights c_i
+L1_MASK = "l1_mask"  # optimizer-state key of the kept zeros (1 = free, 0 = kept at zero)
 
 
 def l1_weights(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

@@ -23,15 +23,18 @@ steps (``check_every``) it counts the nonzero weights per scope and sets each te
    start of a collapse instead of killing more.
 3. **Hold.** From ``hold`` of the steps on, λ and the penalty weights are held fixed, so the
    network returned is trained at the λ returned while the learning rate decays.
-4. **Finish.** At the last step, if ``finish`` and the count is outside the tolerance, an
-   explicit final projection lands on the target: surplus nonzeros with the smallest
-   ``|w_i| / c_i`` are set to zero, or missing ones are let in where ``|∂L/∂w_i| / c_i`` is
-   largest (a small gradient step on those entries). It is recorded in :attr:`final`.
+4. **Finish.** If ``finish`` and the count is outside the tolerance at the first count of the
+   hold, or at the last step, an explicit projection lands on the target: surplus nonzeros
+   with the smallest ``|w_i| / c_i`` are set to zero, or missing ones are let in where
+   ``|∂L/∂w_i| / c_i`` is largest (a small gradient step on those entries). After a
+   projection at the hold point its zeros are kept for the rest of the run (a mask in the
+   optimizer's state), so the support is trained on; the last step's projection only mends
+   a drift. Each is recorded in :attr:`projections`, the last in :attr:`final`.
 
 Host synchronisations: one per count (every ``check_every`` steps; the first λ's guess is
 computed on the device and read with the count), none on the other steps, so on a GPU the
-scheduler does not stall the pipeline. The final projection, once at the last step and only
-when the count is outside the tolerance there, reads a few more.
+scheduler does not stall the pipeline. A projection (at most two per run, at the hold point and
+at the last step, each only when the count is outside the tolerance there) reads a few more.
 
 Sharded parameters (FSDP2's ``fully_shard``, DTensor): the counts, live units, first-order
 guess and final projection run on each rank's local shard and are combined with collectives
@@ -56,6 +59,7 @@ import torch
 from torch import Tensor
 
 from .penalty import (
+    L1_MASK,
     L1_WEIGHT,
     UNPENALISED_GROUP,
     L1Penalty,
@@ -180,7 +184,10 @@ class SparsityScheduler:
         the steps in between are applied at once. Default ``max(1, min(10, total_steps //
         300))``: counting costs a few percent of a step instead of most of one.
     finish : bool, default True
-        Land on the target with an explicit final projection at the last step if needed.
+        Land on the target with an explicit projection where needed: at the hold point, if
+        the count is not within the tolerance when λ is frozen (the zeros are then kept for
+        the rest of the run, so the support is trained on, as after a magnitude prune), and
+        at the last step if it drifted out of it.
 
     Examples
     --------
@@ -347,6 +354,9 @@ class SparsityScheduler:
         self._rise_blocked_until = 0
         self.guard_events = 0
         self.final: dict | None = None
+        self.projections: list[dict] = []
+        self.frozen = False  # the zeros are kept (after a projection at the hold point)
+        self._hold_checked = False
         self.history: list[dict] = []
         self._guesses: dict[int, float] = {}
         self._nnz: dict[str, int] = self._count()
@@ -387,6 +397,9 @@ class SparsityScheduler:
         penalty weights it left in the optimizer's state). The weights keep their zeros."""
         for hook in self._hooks:
             hook.remove()
+        for g in self._groups.values():
+            for p in g["params"]:
+                self.optimizer.state.get(p, {}).pop(L1_MASK, None)
         if self._prox is not None:
             for slot in self._prox.slots.values():
                 self.optimizer.state.get(slot["params"][0], {}).pop(L1_WEIGHT, None)
@@ -529,6 +542,8 @@ class SparsityScheduler:
         self._optimizer_steps += 1
         if self._prox is not None:
             self._prox.apply()
+        if self.frozen:
+            self._keep_zeros()
         self._advance()
 
     def _grads_finite(self) -> bool:
@@ -581,6 +596,9 @@ class SparsityScheduler:
         self._nnz = self._count(self._first_guesses(t) if steering else None)
         if steering:
             self._steer(t, elapsed)
+        elif not self._hold_checked:  # the first count with λ frozen
+            self._hold_checked = True
+            self._project_at_hold(t)
         if t == self.total_steps and self.finish and not self.met:
             self._finish()
             self._nnz = self._count()
@@ -653,6 +671,31 @@ class SparsityScheduler:
         return False
 
     @torch.no_grad()
+    def _project_at_hold(self, t: int) -> None:
+        """λ is frozen from here on: if the count is not within the tolerance, project onto
+        the target now and keep its zeros, so that the rest of the run trains the projected
+        support (a projection at the last step leaves no step to recover from it: on a small
+        ResNet at 98 % zeros, where the live-unit guard held λ back, that final cut of 40 %
+        of the survivors left a network at chance)."""
+        if not self.finish or self.met:
+            return
+        self._finish()
+        self._nnz = self._count()
+        for g in self._groups.values():
+            for p in g["params"]:
+                self.optimizer.state[p][L1_MASK] = (sharded.local(p) != 0).to(p.dtype)
+        self.frozen = True
+        log.info("projection at the hold point (step %d): the zeros are kept from here on", t)
+
+    @torch.no_grad()
+    def _keep_zeros(self) -> None:
+        for g in self._groups.values():
+            for p in g["params"]:
+                mask = self.optimizer.state.get(p, {}).get(L1_MASK)
+                if mask is not None:
+                    sharded.local(p).mul_(mask)
+
+    @torch.no_grad()
     def _finish(self) -> None:
         """The explicit final projection onto the target count, scope by scope."""
         removed = revived = 0
@@ -690,6 +733,7 @@ class SparsityScheduler:
                     revived += int(enter.sum())
                     p.copy_(torch.where(enter, -lr * p.grad, p))
         self.final = {"step": self.last_step, "removed": removed, "revived": revived}
+        self.projections.append(dict(self.final))
         log.info("final projection: %d weights set to zero, %d let in", removed, revived)
 
     # ------------------------------------------------------------------ state
@@ -704,6 +748,8 @@ class SparsityScheduler:
                 "window_start": self._window_start, "last_check": self._last_check,
                 "last_record": self._last_record,
                 "guard_events": self.guard_events, "final": self.final,
+                "frozen": self.frozen, "hold_checked": self._hold_checked,
+                "projections": [dict(p) for p in self.projections],
                 "history": [dict(h) for h in self.history],
                 "target": self.target.echo(), "total_steps": self.total_steps}
 
@@ -727,6 +773,11 @@ class SparsityScheduler:
         self._last_record = int(state["last_record"])
         self.guard_events = int(state["guard_events"])
         self.final = state["final"]
+        # the masks of kept zeros live in the optimizer's state, saved with it
+        self.frozen = bool(state.get("frozen", False))
+        self.projections = [dict(p) for p in state.get("projections", [])]
+        self._hold_checked = bool(state.get("hold_checked", self.last_step > self.hold
+                                            * self.total_steps))
         self.history = [dict(h) for h in state["history"]]
         self._write_l1()
         self._nnz = self._count()
