@@ -36,7 +36,7 @@ from .targets import make_target
 from .select import SelectionResult, Target, fit_sparse, resolve_steps
 from .sparse_inference import SparseLinear, to_sparse
 from .sparsity import SparsityReport, sparsity
-from .train import DivergenceError, TrainResult, make_optimizer, train
+from .train import DivergenceError, TrainResult, make_optimizer, recalibrate_batchnorm, train
 from .standardize import Standardization
 from .tensors import select_tensors
 from .validation import check_training_data
@@ -45,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SparsityScheduler",
+    "recalibrate_batchnorm",
     "select_tensors",
     "compact_model",
     "CompactResult",

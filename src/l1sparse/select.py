@@ -35,7 +35,7 @@ from .penalty import layer_names, penalised_layers
 from .sparsity import nnz_per_layer
 from .config import DEFAULTS
 from .targets import Scope, Target, check_fraction, make_target  # noqa: F401 - re-exported
-from .train import batches_per_epoch, make_optimizer, train_steps
+from .train import batches_per_epoch, make_optimizer, recalibrate_batchnorm, train_steps
 
 __all__ = [
     "MODES",
@@ -587,12 +587,16 @@ def fit_sparse(
                 generator=generator, loss_fn=loss_fn, after_step=after_step, on_epoch=on_epoch,
                 shard=shard, device=dev if loader else None)
     validation_report = None
+    if held is not None and best["state"] is not None and best["step"] != total:
+        model.load_state_dict(best["state"])
+        log.info("returning the checkpoint of step %d, the best on the held-out data",
+                 best["step"])
+    # BatchNorm's running statistics, re-estimated for the final weights (train.py)
+    recalibrated = recalibrate_batchnorm(
+        getattr(model, "module", model), data, batch_size=batch_size,
+        device=dev if loader else None)
     if held is not None:
-        if best["state"] is not None and best["step"] != total:
-            model.load_state_dict(best["state"])
-            log.info("returning the checkpoint of step %d, the best on the held-out data",
-                     best["step"])
-        ho = best["held"] if best["state"] is not None else evaluate(
+        ho = best["held"] if best["state"] is not None and not recalibrated else evaluate(
             model, held, task, trivial_from=y_ref)
         validation_report = {**(split_info or {}), "n_samples": ho.n,
                              "metric": ho.metric, "loss": ho.loss, "trivial_metric": ho.trivial,

@@ -215,6 +215,42 @@ def train(
     return result
 
 
+RECALIBRATION_SAMPLES = 8192  # the training samples BatchNorm's statistics are re-estimated on
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, data, *, batch_size: int | None = 128,
+                          max_samples: int = RECALIBRATION_SAMPLES,
+                          device: torch.device | None = None) -> bool:
+    """Re-estimate the running statistics of every BatchNorm layer for the weights as they
+    are now (``torch.optim.swa_utils.update_bn`` over at most ``max_samples`` training samples,
+    evenly strided, in batches of ``batch_size``). Returns whether the model had any.
+
+    Why: the proximal steps shrink the kernels in front of a BatchNorm layer to the very end
+    of the run (the layer is blind to their scale, the penalty is not), so its running
+    averages lag behind the batch statistics the network was trained with; on a small ResNet
+    at 90 % zeros the training images scored 0.97 with batch statistics and 0.38 with the
+    running ones. ``data``: ``(X, y)`` tensors or an iterable of ``(x, y)`` batches."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+               for m in model.modules()):
+        return False
+    if isinstance(data, tuple):
+        X = data[0]
+        X = X[::-(-X.shape[0] // max_samples)]
+        bs = X.shape[0] if batch_size is None else batch_size
+        keep = max(bs, (X.shape[0] // bs) * bs)  # no lone last sample (BatchNorm1d needs 2)
+        batches = list(X[:keep].split(bs))
+    else:
+        batches, seen = [], 0
+        for xb, _ in data:
+            batches.append(xb)
+            seen += xb.shape[0]
+            if seen >= max_samples:
+                break
+    torch.optim.swa_utils.update_bn(batches, model, device=device)
+    return True
+
+
 @torch.no_grad()
 def _zero_grads(params: list[Tensor]) -> None:
     """``optimizer.zero_grad(set_to_none=False)`` in one ``_foreach_zero_``: the gradient
