@@ -35,7 +35,8 @@ from .penalty import layer_names, penalised_layers
 from .sparsity import nnz_per_layer
 from .config import DEFAULTS
 from .targets import Scope, Target, check_fraction, make_target  # noqa: F401 - re-exported
-from .train import batches_per_epoch, make_optimizer, recalibrate_batchnorm, train_steps
+from .train import (batches_per_epoch, evenly_spaced, make_optimizer, recalibrate_batchnorm,
+                    train_steps)
 
 __all__ = [
     "MODES",
@@ -180,9 +181,6 @@ def budget_rungs(steps_per_epoch: int) -> list[int]:
     return rungs
 
 
-WARNING_SAMPLES = 8192  # the training samples on which network_warnings measures the metric
-
-
 def network_warnings(model: nn.Module, X: Tensor | None, y: Tensor | None, *, task: str,
                      train_metric: float | None = None, held_out=None) -> list[str]:
     """Why a network that meets its count may still not work, one phrase each (empty: it
@@ -191,8 +189,8 @@ def network_warnings(model: nn.Module, X: Tensor | None, y: Tensor | None, *, ta
 
     With ``held_out`` (a :class:`~l1sparse.holdout.HeldOut`) the metric is judged on the
     held-out data against the predictor that always answers the training majority class or
-    mean; otherwise on ``(X, y)`` (training data, at most :data:`WARNING_SAMPLES` evenly
-    strided samples: accuracy, or MSE against 0.9·Var(y)).
+    mean; otherwise on ``(X, y)`` (training data, at most 8,192 evenly spaced samples:
+    accuracy, or MSE against 0.9·Var(y)).
     """
     from .losses import metric
 
@@ -219,12 +217,11 @@ def network_warnings(model: nn.Module, X: Tensor | None, y: Tensor | None, *, ta
     if X is None:
         return out
     if train_metric is None:
-        # an evenly strided sample of at most WARNING_SAMPLES: the check asks whether the
-        # network is near the trivial predictor (a standard error below a point), not for the
-        # exact training metric, and a pass over a large training set would cost a good part
-        # of an epoch
-        stride = -(-X.shape[0] // WARNING_SAMPLES)
-        train_metric = metric(model, X[::stride], y[::stride], task)
+        # the check asks whether the network is near the trivial predictor, not for the
+        # exact training metric: a sample will do where a pass over a large training set
+        # would cost a good part of an epoch
+        sample = evenly_spaced(X.shape[0])
+        train_metric = metric(model, X[sample], y[sample], task)
     if task == "classification":
         majority = float(torch.bincount(y.flatten().long()).max()) / y.numel()
         if train_metric <= majority + 0.05:

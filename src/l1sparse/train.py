@@ -215,12 +215,19 @@ def train(
     return result
 
 
-RECALIBRATION_SAMPLES = 8192  # the training samples BatchNorm's statistics are re-estimated on
+SAMPLE_SIZE = 8192  # training samples enough for a check or a statistic (a s.e. below a point)
+
+
+def evenly_spaced(n: int, at_most: int = SAMPLE_SIZE) -> slice:
+    """Every k-th of ``n`` samples, ``k`` the smallest stride that leaves at most ``at_most``:
+    a sample of the training data that a check or a statistic can be taken on instead of a
+    pass over all of it."""
+    return slice(None, None, max(1, -(-n // at_most)))
 
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, data, *, batch_size: int | None = 128,
-                          max_samples: int = RECALIBRATION_SAMPLES,
+                          max_samples: int = SAMPLE_SIZE,
                           device: torch.device | None = None) -> bool:
     """Re-estimate the running statistics of every BatchNorm layer for the weights as they
     are now (``torch.optim.swa_utils.update_bn`` over at most ``max_samples`` training samples,
@@ -236,7 +243,7 @@ def recalibrate_batchnorm(model: nn.Module, data, *, batch_size: int | None = 12
         return False
     if isinstance(data, tuple):
         X = data[0]
-        X = X[::-(-X.shape[0] // max_samples)]
+        X = X[evenly_spaced(X.shape[0], max_samples)]
         bs = X.shape[0] if batch_size is None else batch_size
         keep = max(bs, (X.shape[0] // bs) * bs)  # no lone last sample (BatchNorm1d needs 2)
         batches = list(X[:keep].split(bs))
